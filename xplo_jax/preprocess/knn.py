@@ -48,13 +48,15 @@ def topk_rows(vals: np.ndarray, k: int) -> np.ndarray:
   return np.take_along_axis(idx, order, axis=1)
 
 
-def item_knn(train: sp.csr_matrix, k: int, memory_bytes: float = 1e9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def item_knn(train: sp.csr_matrix, k: int, memory_bytes: float = 1e9,
+             cooc: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Top-k Jaccard neighbours of every item.
 
   Args:
     train: [n_users, n_items] 0/1 train matrix.
     k: neighbours per item (already clamped, < n_items).
     memory_bytes: budget for one block of similarity rows.
+    cooc: the dense co-occurrence C = EᵀE when already computed (else built per block).
 
   Returns:
     ids: [n_items, k] int32 neighbour ids (padded slots hold the item itself).
@@ -73,7 +75,7 @@ def item_knn(train: sp.csr_matrix, k: int, memory_bytes: float = 1e9) -> tuple[n
   block = int(max(1, min(n_items, memory_bytes // (40 * n_items))))
   for s in range(0, n_items, block):
     e = min(n_items, s + block)
-    c = (Et[s:e] @ E).toarray()                                           # [b, |V|] co-counts
+    c = (Et[s:e] @ E).toarray() if cooc is None else cooc[s:e].astype(np.float64)   # [b, |V|] co-counts
     union = deg[s:e, None] + deg[None, :] - c
     with np.errstate(divide="ignore", invalid="ignore"):
       j = np.where(c > 0, c / union, 0.0)

@@ -172,7 +172,8 @@ def preprocess(split: Split, cfg: PreprocessConfig, out, *, overwrite: bool = Fa
   graph_done = verify_part(out / "graph")
   if graph_done is None or graph_done.get("knn") != k_eff:
     t = time.perf_counter()
-    ids, sim, cnt = knn_lib.item_knn(train, k_eff, memory_bytes=budget / 4)
+    ids, sim, cnt = knn_lib.item_knn(train, k_eff, memory_bytes=budget / 4,
+                                     cooc=ops.C if ops.backend == "dense" else None)
     degree = np.asarray(train.sum(axis=0)).ravel().astype(np.int32)
     write_part(out / "graph", {"knn_ids": ids, "knn_sim": sim, "knn_count": cnt, "item_degree": degree},
                {"knn": k_eff, "knn_requested": cfg.knn})

@@ -49,16 +49,12 @@ class GraphOps:
       raise ValueError(f"backend must be auto, dense or sparse, got {backend!r}")
     self.backend = backend
     self.Et = self.E.T.tocsr()
+    self.C2b = None                                 # (C>0)² > 0, built on first need (reach5)
     if backend == "dense":
       block = max(1, int(64e6 // max(1, 8 * self.n_items)))
       self.C = np.empty((self.n_items, self.n_items), dtype=self.dtype)
       for s in range(0, self.n_items, block):       # exact: entries are counts <= n_users
         self.C[s:s + block] = (self.Et[s:s + block] @ self.E).toarray()
-      cb = (self.C > 0).astype(np.float32)
-      self.C2b = np.empty_like(cb)                  # (C>0)² > 0: within two co-occurrence hops
-      for s in range(0, self.n_items, block):
-        self.C2b[s:s + block] = (cb[s:s + block] @ cb) > 0
-      del cb
     log.info("proximity backend: %s (|V| = %d, nnz(E) = %d, %s)", backend, self.n_items, self.E.nnz,
              np.dtype(self.dtype).name)
 
@@ -76,6 +72,12 @@ class GraphOps:
   def reach5(self, rows: sp.csr_matrix, reach3: np.ndarray) -> np.ndarray:
     """Items at distance <= 5 from each user of ``rows``: [n, |V|] bool."""
     if self.backend == "dense":
+      if self.C2b is None:
+        cb = (self.C > 0).astype(np.float32)
+        self.C2b = np.empty_like(cb)
+        block = max(1, int(64e6 // max(1, 4 * self.n_items)))
+        for s in range(0, self.n_items, block):
+          self.C2b[s:s + block] = (cb[s:s + block] @ cb) > 0
       return np.asarray(rows @ self.C2b) > 0
     r3 = sp.csr_matrix(reach3, dtype=np.float32)
     u4 = (r3 @ self.Et) > 0                           # users within distance 4
