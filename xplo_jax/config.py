@@ -114,7 +114,7 @@ class TrainConfig:
   beta_schedule: str = "constant"       # constant | linear
   beta_anneal_steps: int = 20000
   negatives: str = "stratified"         # stratified | uniform | full
-  samples_per_stratum: int = 64         # n_{k,t}
+  samples_per_stratum: tuple[int, ...] = (64,)  # n_{k,t}: one value, or one per Q-class (Q=1,3,5,>=7)
   uniform_samples: int = 256            # negatives per row in uniform mode
   seed: int = 0
   eval_every: int = 1                   # epochs

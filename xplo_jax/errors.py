@@ -58,6 +58,8 @@ def cli_main(main: Callable[[list[str] | None], int | None],
   """Runs ``main(argv)``; turns an ``XploError`` into a message and exit code 2."""
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                       stream=sys.stderr)
+  for noisy in ("absl", "orbax", "jax._src"):      # library chatter stays at WARNING
+    logging.getLogger(noisy).setLevel(logging.WARNING)
   try:
     return int(main(argv) or 0)
   except XploError as e:
