@@ -23,7 +23,7 @@ from xplo_jax.train import TrainingDiverged, trace_count, train_and_evaluate
 REPO = Path(__file__).resolve().parents[1]
 
 SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "model.latent_dim=16", "model.hidden_dim=32",
-         "train.batch_size=64", "eval.user_batch=128", "train.epochs=3"]
+         "train.batch_size=64", "eval.user_batch=128", "train.epochs=3", "train.eval_every=1"]
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,23 @@ def test_sharded_step_equals_single_device(tmp_path):
   np.testing.assert_allclose(out["4"]["loss"], out["1"]["loss"], rtol=1e-5)
   for k, v in out["1"]["test"].items():
     assert out["4"]["test"][k] == pytest.approx(v, abs=1e-5), k
+
+
+def test_early_stopping_counts_evaluations_after_min_steps(tiny_data, tmp_path):
+  # A zero learning rate never improves: the run stops after `patience` evaluations...
+  cfg = small_cfg("train.epochs=50", "train.learning_rate=0", "train.patience=2", "train.min_steps=0")
+  res = train_and_evaluate(cfg, tmp_path / "a", tiny_data, progress=False)
+  assert res.stopped_early and res.epochs == 3 and res.best_epoch == 0
+  # ...but not before min_steps (5 steps per epoch here).
+  cfg = small_cfg("train.epochs=50", "train.learning_rate=0", "train.patience=2", "train.min_steps=40")
+  res = train_and_evaluate(cfg, tmp_path / "b", tiny_data, progress=False)
+  assert res.stopped_early and res.epochs == 8
+
+
+def test_xplovae_beats_popularity_on_planted_data(tiny_data, tmp_path):
+  """Within a small budget (500 steps on the tiny planted preset), NDCG@20 well above popularity."""
+  cfg = small_cfg("train.epochs=100", "train.patience=1000", "train.eval_every=0")
+  xplo = train_and_evaluate(cfg, tmp_path / "x", tiny_data, progress=False)
+  pop = train_and_evaluate(small_cfg("model.name=popularity"), tmp_path / "p", tiny_data, progress=False)
+  assert xplo.test["ndcg@20"] > 1.5 * pop.test["ndcg@20"], (xplo.test["ndcg@20"], pop.test["ndcg@20"])
+  assert xplo.test["recall@20"] > 1.5 * pop.test["recall@20"]

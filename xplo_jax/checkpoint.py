@@ -36,29 +36,35 @@ def _from_leaves(template, leaves: dict[str, Any]):
 
 
 class Checkpointer:
-  """Keeps the latest ``keep_latest`` checkpoints and the best by ``metric`` (max).
+  """Keeps the latest ``keep_latest`` checkpoints and the best one.
+
+  "Best" is decided by the caller (early stopping owns the rule, ties included):
+  ``save(..., is_best=True)`` marks a new best. Orbax ranks checkpoints by the
+  count of improvements so far, so the newest best always wins and ties never
+  arise.
 
   Args:
     directory: where checkpoints live (one sub-folder per saved epoch).
-    metric: the key of the metrics dict used to rank checkpoints.
     keep_latest: how many of the most recent checkpoints to keep.
   """
 
-  def __init__(self, directory, metric: str, keep_latest: int = 2):
+  def __init__(self, directory, keep_latest: int = 2):
     self.directory = Path(directory).absolute()
-    self.metric = metric
+    self._improvements = 0
     policy = cm.AnyPreservationPolicy([cm.LatestN(n=keep_latest),
-                                       cm.BestN(get_metric_fn=lambda m: m[metric], n=1)])
+                                       cm.BestN(get_metric_fn=lambda m: m["improvement"], n=1)])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
                                            cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("params", "opt_state", "meta"))
 
-  def save(self, epoch: int, params, opt_state, meta: dict, metrics: dict[str, float]) -> None:
+  def save(self, epoch: int, params, opt_state, meta: dict, is_best: bool) -> None:
+    if is_best:
+      self._improvements = int(meta.get("improvements", self._improvements + 1))
     self.manager.save(epoch, args=ocp.args.Composite(params=ocp.args.StandardSave(_to_leaves(params)),
                                                      opt_state=ocp.args.StandardSave(_to_leaves(opt_state)),
                                                      meta=ocp.args.JsonSave(meta)),
-                      metrics={k: float(v) for k, v in metrics.items()})
+                      metrics={"improvement": float(self._improvements if is_best else -1)})
 
   def latest(self) -> Optional[int]:
     return self.manager.latest_step()

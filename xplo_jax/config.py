@@ -109,7 +109,8 @@ class TrainConfig:
   batch_size: int = 512
   learning_rate: float = 1e-3
   epochs: int = 1000
-  patience: int = 20                    # epochs without a better validation metric
+  patience: int = 20                    # evaluations without a better validation metric
+  min_steps: int = 1000                 # no early stop before this many steps (VAEs start slowly)
   beta: float = 0.2                     # KL weight (cap when annealed)
   beta_schedule: str = "constant"       # constant | linear
   beta_anneal_steps: int = 20000
@@ -117,8 +118,7 @@ class TrainConfig:
   samples_per_stratum: tuple[int, ...] = (64,)  # n_{k,t}: one value, or one per Q-class (Q=1,3,5,>=7)
   uniform_samples: int = 256            # negatives per row in uniform mode
   seed: int = 0
-  eval_every: int = 1                   # epochs
-  checkpoint_every: int = 1             # epochs
+  eval_every: int = 0                   # epochs between evaluations (+ checkpoints); 0 = auto (~20 steps)
   log_every: int = 50                   # steps
 
 

@@ -181,15 +181,15 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
   scorer = recipe.scorer(graphdef, model, cfg.eval.item_chunk)
   del model
   key = jax.random.PRNGKey(cfg.train.seed)
-  ckpt = Checkpointer(workdir / "checkpoints", metric=cfg.eval.select_metric)
+  ckpt = Checkpointer(workdir / "checkpoints")
 
   def evaluate(p, heldout, excl):
     return evaluate_ranking(scorer, (p, rest), functools.partial(recipe.eval_inputs, arrays), heldout, excl,
                             data.n_users, data.n_items, ks=cfg.eval.ks, user_batch=eval_batch,
                             jaccard=jaccard, put=put_batch)
 
-  meta = {"epoch": -1, "step": 0, "best_epoch": -1, "best": -float("inf"), "bad_epochs": 0, "history": [],
-          "seed": cfg.train.seed}
+  meta = {"epoch": -1, "step": 0, "best_epoch": -1, "best": -float("inf"), "bad_epochs": 0, "improvements": 0,
+          "history": [], "seed": cfg.train.seed}
   latest = ckpt.latest() if resume else None
   if latest is not None:
     params, opt_state, meta = ckpt.restore(latest, params, opt_state)
@@ -198,6 +198,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
     log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt.directory)
 
   steps_per_epoch = -(-data.n_users // B)
+  eval_every = cfg.train.eval_every or max(1, -(-20 // steps_per_epoch))
   sync_every = 8 if (n_dev > 1 and jax.devices()[0].platform == "cpu") else cfg.train.log_every
   select = cfg.eval.select_metric
   stopped_early = False
@@ -205,7 +206,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
   outer = tqdm(range(meta["epoch"] + 1, cfg.train.epochs), desc="epochs", unit="ep", disable=not progress,
                dynamic_ncols=True)
   for epoch in outer:
-    if meta["bad_epochs"] >= cfg.train.patience:
+    if meta["bad_epochs"] >= cfg.train.patience and meta["step"] >= cfg.train.min_steps:
       stopped_early = True
       break
     t0 = time.perf_counter()
@@ -234,29 +235,30 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
     train_s = time.perf_counter() - t0
     record = {"epoch": epoch, "step": step, "loss": float(loss_arr.mean()), "train_s": train_s,
               **{k: float(np.mean(jax.device_get(jnp.stack(v)))) for k, v in aux_hist.items()}}
-    if (epoch + 1) % cfg.train.eval_every == 0 or epoch == cfg.train.epochs - 1:
+    last = epoch == cfg.train.epochs - 1
+    if (epoch + 1) % eval_every == 0 or last:
       t1 = time.perf_counter()
       valid_metrics = evaluate(params, split.valid, [split.train])
       record["valid"] = valid_metrics
       record["eval_s"] = time.perf_counter() - t1
       value = valid_metrics[select]
-      if value > meta["best"]:
+      is_best = value > meta["best"]
+      if is_best:
         meta["best"], meta["best_epoch"], meta["bad_epochs"] = value, epoch, 0
+        meta["improvements"] += 1
       else:
         meta["bad_epochs"] += 1
       outer.set_postfix({select: f"{value:.4f}", "best": f"{meta['best']:.4f}"})
     meta["epoch"], meta["step"] = epoch, step
     meta["history"] = meta["history"] + [record]
-    metric_for_ckpt = {select: record.get("valid", {}).get(select, -float("inf"))}
-    ckpt.save(epoch, params, opt_state, meta, metric_for_ckpt)
+    if "valid" in record:                 # checkpoints at evaluated epochs: they carry the metric
+      ckpt.save(epoch, params, opt_state, meta, is_best=is_best)
     _write_history(workdir, meta["history"])
     epochs_this_call += 1
     if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
       ckpt.close()
       return RunResult(test={}, valid={}, best_epoch=meta["best_epoch"], epochs=epoch + 1,
                        history=meta["history"], workdir=workdir, wall_s=time.perf_counter() - t_run)
-  else:
-    stopped_early = meta["bad_epochs"] >= cfg.train.patience
   ckpt.wait()
   best = meta["best_epoch"]
   if best < 0:
