@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from xplo_jax.errors import ConfigError
 
-__all__ = ["DataConfig", "PreprocessConfig", "ModelConfig", "TrainConfig", "EvalConfig",
+__all__ = ["DataConfig", "PreprocessConfig", "ModelConfig", "BaselineConfig", "TrainConfig", "EvalConfig",
            "Config", "apply_overrides", "config_to_dict", "config_from_dict", "fingerprint"]
 
 DATASETS = ("synthetic", "ml-100k", "ml-1m", "ml-10m", "ml-latest", "netflix", "alibaba",
@@ -104,6 +104,48 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+  """Hyperparameters of the baselines (``../shared/paper/baselines.md``), prefixed by model.
+
+  The shared ``train`` section (learning rate, batch size, epochs, early stopping)
+  applies to every iteratively trained model.
+  """
+  # NCF / NeuMF (He et al. 2017)
+  ncf_factors: int = 8                  # GMF embedding size = last MLP layer width
+  ncf_mlp_layers: tuple[int, ...] = (64, 32, 16, 8)
+  ncf_negatives: int = 4                # sampled negatives per positive, resampled every epoch
+  ncf_pretrain: bool = False            # NeuMF initialized from trained GMF and MLP
+  ncf_pretrain_epochs: int = 20
+  # Mult-VAE (Liang et al. 2018)
+  multvae_hidden: int = 600
+  multvae_latent: int = 200
+  multvae_dropout: float = 0.5
+  multvae_beta_cap: float = 0.2
+  multvae_anneal_steps: int = 200000
+  # NGCF (Wang et al. 2019) and LightGCN
+  gcn_embed_dim: int = 64
+  gcn_layers: int = 3
+  gcn_reg: float = 1e-5
+  ngcf_message_dropout: float = 0.1
+  ngcf_edge_dropout: float = 0.1
+  # EASE (Steck 2019): λ chosen on validation NDCG@20 among these
+  ease_lambdas: tuple[float, ...] = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+  # ItemKNN
+  itemknn_k: int = 100
+  itemknn_similarity: str = "cosine"    # cosine | jaccard
+  # INH-MF (Lian et al. 2018)
+  inhmf_bits: int = 128
+  inhmf_window: int = 3                 # T: powers of the random-walk matrix in the proximity
+  inhmf_iterations: int = 50
+  inhmf_gamma: float = 0.0
+  # T(J&P) reconstruction (Nakatsuji et al. 2010)
+  tjp_neighbors: int = 50
+  tjp_graph_k: int = 50
+  tjp_restart: float = 0.15
+  tjp_novelty_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Optimization and the stratified objective (DESIGN.md §2)."""
   batch_size: int = 512
@@ -136,6 +178,7 @@ class Config:
   data: DataConfig = DataConfig()
   preprocess: PreprocessConfig = PreprocessConfig()
   model: ModelConfig = ModelConfig()
+  baseline: BaselineConfig = BaselineConfig()
   train: TrainConfig = TrainConfig()
   eval: EvalConfig = EvalConfig()
 

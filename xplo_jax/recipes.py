@@ -5,8 +5,22 @@ model only through its recipe, so every model runs on the same split, batches,
 optimizer, checkpoints and ranking protocol. A recipe is a frozen (hashable)
 dataclass: it is a static argument of the one jitted train step.
 
-Trainable recipes define ``build``, ``loss``, ``host_batch``, ``eval_inputs`` and
-``scorer``; closed-form / memory-based ones define ``fit`` instead of ``loss``.
+The contract (see ``Recipe``):
+
+* ``trainable = True``: ``build(cfg, data, rngs) -> nnx.Module``; ``static(cfg)``
+  (hashable loss settings, with ``learning_rate``); ``optimizer(static)``;
+  ``batch_fields()`` — which per-user host arrays a training batch carries, from
+  ``a1_ids a1_len a2_ids a2_len labels strata users`` (plus ``valid``, always);
+  ``loss(model, batch, step, key, static) -> (scalar, aux dict)``, pure and
+  jittable, averaging over ``batch['valid']`` users; optionally
+  ``init_params(cfg, data, graphdef, params, rest, workdir) -> params`` (e.g.
+  pretraining).
+* ``trainable = False``: ``fit(cfg, data) -> params`` (a pytree of arrays).
+* both: ``eval_inputs(arrays, users) -> dict`` of per-user host arrays and
+  ``scorer(graphdef, model, item_chunk) -> Scorer``; for trainable recipes the
+  scorer's ``params`` argument is the pair ``(params, rest)`` of NNX states.
+
+Models register by name in ``_MODULES``: a module that defines ``RECIPE``.
 """
 
 from __future__ import annotations
@@ -44,6 +58,10 @@ class Recipe:
 
   def batch_fields(self) -> tuple[str, ...]:
     return ()
+
+  def init_params(self, cfg: Config, data: SubgraphData, graphdef, params, rest, workdir):
+    """Optional hook after initialization (before training): returns the params to start from."""
+    return params
 
 
 # ----------------------------------------------------------------------------- XploVAE
@@ -156,9 +174,35 @@ class PopularityRecipe(Recipe):
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (XploVAERecipe(), PopularityRecipe())}
 
+# Baselines, imported on first use: model name -> module defining RECIPE (or RECIPES, a dict).
+_MODULES = {
+    "ncf": "xplo_jax.models.ncf", "gmf": "xplo_jax.models.ncf", "mlp": "xplo_jax.models.ncf",
+    "neumf": "xplo_jax.models.ncf", "neumf-pre": "xplo_jax.models.ncf",
+    "multvae": "xplo_jax.models.multvae",
+    "ngcf": "xplo_jax.models.ngcf", "lightgcn": "xplo_jax.models.lightgcn",
+    "ease": "xplo_jax.models.ease", "itemknn": "xplo_jax.models.itemknn",
+    "inhmf": "xplo_jax.models.inhmf", "tjp": "xplo_jax.models.tjp",
+}
+
+
+def known_models() -> list[str]:
+  return sorted(set(RECIPES) | set(_MODULES))
+
 
 def get_recipe(name: str) -> Recipe:
+  """The recipe registered under ``name`` (baseline modules are imported on demand)."""
+  if name not in RECIPES and name in _MODULES:
+    import importlib
+    try:
+      mod = importlib.import_module(_MODULES[name])
+    except ModuleNotFoundError as e:
+      if e.name != _MODULES[name]:
+        raise
+      mod = None
+    if mod is not None:
+      found = getattr(mod, "RECIPES", None) or {getattr(mod, "RECIPE").name: getattr(mod, "RECIPE")}
+      RECIPES.update(found)
   if name not in RECIPES:
     from xplo_jax.errors import ConfigError
-    raise ConfigError(f"model.name: unknown model {name!r} (known: {', '.join(sorted(RECIPES))})")
+    raise ConfigError(f"model.name: unknown or unavailable model {name!r} (known: {', '.join(known_models())})")
   return RECIPES[name]

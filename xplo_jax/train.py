@@ -159,6 +159,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
   _write_config(workdir, cfg, data, mesh, resume)
 
   arrays = data.all_users()
+  arrays["users"] = np.arange(data.n_users, dtype=np.int32)
   put_batch = functools.partial(shard_lib.put_batch, mesh=mesh)
   jaccard = JaccardOracle(data.split.train.csr(data.n_users, data.n_items))
   split = data.split
@@ -178,6 +179,8 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
 
   model, graphdef, params, rest, opt_state = create_state(cfg, data, recipe, mesh)
   static = recipe.static(cfg)
+  if not (resume and ckpt_exists(workdir)):
+    params = shard_lib.put_replicated(recipe.init_params(cfg, data, graphdef, params, rest, workdir), mesh)
   scorer = recipe.scorer(graphdef, model, cfg.eval.item_chunk)
   del model
   key = jax.random.PRNGKey(cfg.train.seed)
@@ -275,6 +278,11 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
   _write_final(workdir, cfg, result, extra={"test_eval_s": test_s, "steps_per_epoch": steps_per_epoch,
                                             "train_step_traces": trace_count()})
   return result
+
+
+def ckpt_exists(workdir: Path) -> bool:
+  d = Path(workdir) / "checkpoints"
+  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
 
 
 def _diverged(epoch: int, step: int, ckpt: Checkpointer):
