@@ -152,3 +152,45 @@ def test_xplovae_beats_popularity_on_planted_data(tiny_data, tmp_path):
   pop = train_and_evaluate(small_cfg("model.name=popularity"), tmp_path / "p", tiny_data, progress=False)
   assert xplo.test["ndcg@20"] > 1.5 * pop.test["ndcg@20"], (xplo.test["ndcg@20"], pop.test["ndcg@20"])
   assert xplo.test["recall@20"] > 1.5 * pop.test["recall@20"]
+
+
+MULTIHOST = textwrap.dedent("""
+    import os, sys, json
+    os.environ.update(JAX_COORDINATOR_ADDRESS=sys.argv[2], JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=sys.argv[1],
+                      JAX_PLATFORMS="cpu")
+    from xplo_jax.sharding import maybe_initialize_distributed, make_mesh
+    assert maybe_initialize_distributed()
+    import jax
+    from xplo_jax.config import Config, apply_overrides
+    from xplo_jax.preprocess import open_shards
+    from xplo_jax.train import train_and_evaluate
+    cfg = apply_overrides(Config(), json.loads(sys.argv[3]))
+    r = train_and_evaluate(cfg, sys.argv[5], open_shards(sys.argv[4]), progress=False, mesh=make_mesh())
+    print(json.dumps({"devices": jax.device_count(), "processes": jax.process_count(),
+                      "loss": [h["loss"] for h in r.history], "test": r.test}))
+""")
+
+
+def test_two_processes_on_localhost_equal_one_process(tiny_data, tmp_path):
+  """Multi-host data parallelism through jax.distributed (CPU collectives: gloo) = one process."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  overrides = SMALL + ["train.epochs=2"]
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  env.pop("XLA_FLAGS", None)
+  args = [f"localhost:{port}", json.dumps(overrides), str(tiny_data.root), str(tmp_path / "mh")]
+  procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST, str(i), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  assert got[0]["processes"] == 2 and got[0]["devices"] == 2
+  single = train_and_evaluate(small_cfg("train.epochs=2"), tmp_path / "one", tiny_data, progress=False)
+  for g in got:
+    np.testing.assert_allclose(g["loss"], [h["loss"] for h in single.history], rtol=1e-5)
+    for k, v in single.test.items():
+      assert g["test"][k] == pytest.approx(v, abs=1e-5), k
+  assert (tmp_path / "mh" / "final.json").is_file()          # written once, by process 0

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from xplo_jax import metrics as M
 from xplo_jax.data.types import Pairs
+from xplo_jax.sharding import to_host
 
 __all__ = ["Scorer", "rank_topk", "JaccardOracle", "evaluate_ranking", "padded_lists"]
 
@@ -170,8 +171,8 @@ def evaluate_ranking(scorer: Scorer, params, inputs_fn: Callable[[np.ndarray], d
     n_real = len(chunk)
     batch_users = np.concatenate([chunk, np.full(user_batch - n_real, chunk[0])]) if n_real < user_batch else chunk
     ex_ids, ex_len = padded_lists(excl, batch_users, width)
-    top = np.asarray(rank_topk(scorer, params, put(inputs_fn(batch_users)), put(ex_ids), put(ex_len),
-                               k=kmax, n_items=n_items))[:n_real]
+    top = to_host(rank_topk(scorer, params, put(inputs_fn(batch_users)), put(ex_ids), put(ex_len),
+                            k=kmax, n_items=n_items))[:n_real]
     keys = chunk[:, None].astype(np.int64) * n_items + top
     pos = np.minimum(np.searchsorted(held_keys, keys), len(held_keys) - 1)
     hits = held_keys[pos] == keys

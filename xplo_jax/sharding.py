@@ -20,8 +20,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 log = logging.getLogger(__name__)
 
-__all__ = ["make_mesh", "replicated", "batch_sharding", "put_replicated", "put_batch",
-           "maybe_initialize_distributed"]
+__all__ = ["make_mesh", "replicated", "batch_sharding", "put_replicated", "put_batch", "to_host",
+           "is_primary", "maybe_initialize_distributed"]
 
 _DIST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES",
              "MEGASCALE_COORDINATOR_ADDRESS")
@@ -71,8 +71,32 @@ def put_replicated(tree, mesh: Mesh):
 
 
 def put_batch(tree, mesh: Mesh):
-  """Host arrays (this process's rows of the global batch) → arrays sharded on 'data'."""
+  """Host arrays of the GLOBAL batch (the same on every process) → arrays sharded on 'data'.
+
+  With several processes each one transfers only the rows its devices hold (the
+  mesh orders devices by process, so a process owns a contiguous block of rows).
+  """
   sharding = batch_sharding(mesh)
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+  n_proc, pid = jax.process_count(), jax.process_index()
+
+  def local(x):
+    x = np.asarray(x)
+    rows = x.shape[0] // n_proc
+    return jax.make_array_from_process_local_data(sharding, x[pid * rows:(pid + 1) * rows], x.shape)
+
+  return jax.tree.map(local, tree)
+
+
+def to_host(x) -> np.ndarray:
+  """A (possibly multi-process, sharded) array as one numpy array on every process."""
+  if jax.process_count() > 1 and not getattr(x, "is_fully_addressable", True):
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def is_primary() -> bool:
+  """True on the process that writes run files (process 0)."""
+  return jax.process_index() == 0

@@ -147,6 +147,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
       without the final test evaluation (used to test resumption).
   """
   t_run = time.perf_counter()
+  progress = progress and shard_lib.is_primary()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   recipe = get_recipe(cfg.model.name)
@@ -314,16 +315,22 @@ def _write_config(workdir: Path, cfg: Config, data: SubgraphData, mesh, resume: 
     if diff:
       raise ConfigError(f"{path}: --resume with a different config ({', '.join(diff)}); "
                         "resume with the same settings or start a new run")
+  if not shard_lib.is_primary():
+    return
   atomic_write_json(path, {"config": new, "shards": {"folder": str(data.root), "fingerprint": data.fingerprint},
                            "environment": _environment(mesh)})
 
 
 def _write_history(workdir: Path, history: list) -> None:
+  if not shard_lib.is_primary():
+    return
   atomic_write_text(workdir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
 
 def _write_final(workdir: Path, cfg: Config, result: RunResult, extra: Optional[dict] = None) -> None:
   from xplo_jax.reports import run_summary_markdown
+  if not shard_lib.is_primary():
+    return
   final = {"model": cfg.model.name, "dataset": cfg.data.dataset, "test": result.test, "valid": result.valid,
            "best_epoch": result.best_epoch, "epochs": result.epochs, "stopped_early": result.stopped_early,
            "wall_s": result.wall_s, **(extra or {})}
