@@ -56,7 +56,7 @@ def bench_case(overrides: list[str], steps: int, max_epoch_s: float) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from experiments.run import prepare_data
+  from xplo_jax.preprocess import prepare_cached as prepare_data
   from xplo_jax import sharding as S
   from xplo_jax.config import Config, apply_overrides
   from xplo_jax.recipes import get_recipe
@@ -122,7 +122,7 @@ def bench_case(overrides: list[str], steps: int, max_epoch_s: float) -> dict:
 def knn_sweep(overrides: list[str], knns=(50, 100, 200, 300)) -> list[dict]:
   import jax
   import jax.numpy as jnp
-  from experiments.run import prepare_data
+  from xplo_jax.preprocess import prepare_cached as prepare_data
   from xplo_jax import sharding as S
   from xplo_jax.config import Config, apply_overrides
   from xplo_jax.recipes import get_recipe

@@ -19,7 +19,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import logging
@@ -42,18 +41,6 @@ def build_config(args) -> Config:
   if args.model:
     cfg = apply_overrides(cfg, {"model.name": args.model})
   return cfg.validate()
-
-
-def prepare_data(cfg: Config, cache_dir: Path, progress: bool = True):
-  """The split and its shards, reused from ``cache_dir`` when a verified copy exists."""
-  from xplo_jax.data import dataset_name, load_split
-  from xplo_jax.preprocess import preprocess, preprocess_fingerprint
-  split = load_split(cfg.data)
-  fp = preprocess_fingerprint(split, cfg.preprocess)
-  out = cache_dir / f"{dataset_name(cfg.data)}-{fp}"
-  data = preprocess(split, cfg.preprocess, out, progress=progress,
-                    extra={"data": dataclasses.asdict(cfg.data)})
-  return split, data
 
 
 def run_dir(runs: Path, name: str, resume: bool) -> Path:
@@ -79,6 +66,7 @@ def main(argv=None) -> int:
   cfg = build_config(args)
 
   from xplo_jax.data import dataset_name
+  from xplo_jax.preprocess import prepare_cached
   from xplo_jax.preprocess.__main__ import summarize
   from xplo_jax.sharding import maybe_initialize_distributed
   from xplo_jax.train import train_and_evaluate
@@ -87,7 +75,7 @@ def main(argv=None) -> int:
   log.info("devices: %s", ", ".join(str(d) for d in jax.devices()))
   runs = Path(args.runs)
   cache = Path(args.cache_dir) if args.cache_dir else runs / "cache"
-  split, data = prepare_data(cfg, cache, progress=not args.no_progress)
+  split, data = prepare_cached(cfg, cache, progress=not args.no_progress)
   print("dataset:", json.dumps(split.stats()))
   shard = summarize(data)
   print("shards:", json.dumps({k: shard[k] for k in ("folder", "users", "items", "width1", "width2", "knn",

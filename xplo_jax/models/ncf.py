@@ -317,16 +317,16 @@ def combine_pretrained(neumf: NCF, gmf: NCF, mlp: NCF, alpha: float = PRETRAIN_A
   """
   if (neumf.kind, gmf.kind, mlp.kind) != ("neumf", "gmf", "mlp"):
     raise ValueError("combine_pretrained(neumf, gmf, mlp) expects models of those kinds")
-  neumf.gmf_user.value = gmf.gmf_user[...]
-  neumf.gmf_item.value = gmf.gmf_item[...]
-  neumf.mlp_user.value = mlp.mlp_user[...]
-  neumf.mlp_item.value = mlp.mlp_item[...]
+  neumf.gmf_user[...] = gmf.gmf_user[...]
+  neumf.gmf_item[...] = gmf.gmf_item[...]
+  neumf.mlp_user[...] = mlp.mlp_user[...]
+  neumf.mlp_item[...] = mlp.mlp_item[...]
   for dst, src in zip(neumf.mlp, mlp.mlp):
-    dst.kernel.value = src.kernel[...]
-    dst.bias.value = src.bias[...]
-  neumf.predict.kernel.value = jnp.concatenate([alpha * gmf.predict.kernel[...],
+    dst.kernel[...] = src.kernel[...]
+    dst.bias[...] = src.bias[...]
+  neumf.predict.kernel[...] = jnp.concatenate([alpha * gmf.predict.kernel[...],
                                                 (1.0 - alpha) * mlp.predict.kernel[...]], axis=0)
-  neumf.predict.bias.value = alpha * gmf.predict.bias[...] + (1.0 - alpha) * mlp.predict.bias[...]
+  neumf.predict.bias[...] = alpha * gmf.predict.bias[...] + (1.0 - alpha) * mlp.predict.bias[...]
 
 
 def pretrain_config(cfg: Config, kind: str) -> Config:
@@ -343,12 +343,13 @@ def _pretrained(cfg: Config, data: SubgraphData, kind: str, folder: Path) -> NCF
   from xplo_jax.recipes import get_recipe
   from xplo_jax.sharding import make_mesh
   sub = pretrain_config(cfg, kind)
-  # An interrupted or finished stage is resumed (train.py refuses a different config),
-  # so rerunning neumf-pre before its first checkpoint does not train the stage again.
-  resume = train_lib.ckpt_exists(folder)
-  log.info("NeuMF pretraining: %s for %d epochs in %s%s", kind, sub.train.epochs, folder,
-           " (resumed)" if resume else "")
-  train_lib.train_and_evaluate(sub, folder, data, resume=resume, progress=False)
+  if not _finished_with(folder, sub):
+    # An interrupted stage is resumed (train.py refuses a different config), so rerunning
+    # neumf-pre before its first checkpoint does not train the stage from scratch again.
+    resume = train_lib.ckpt_exists(folder)
+    log.info("NeuMF pretraining: %s for %d epochs in %s%s", kind, sub.train.epochs, folder,
+             " (resumed)" if resume else "")
+    train_lib.train_and_evaluate(sub, folder, data, resume=resume, progress=False)
   best = int(json.loads((folder / "final.json").read_text())["best_epoch"])
   _, graphdef, params, rest, opt_state = train_lib.create_state(sub, data, get_recipe(kind), make_mesh())
   ckpt = Checkpointer(folder / "checkpoints")
@@ -357,6 +358,16 @@ def _pretrained(cfg: Config, data: SubgraphData, kind: str, folder: Path) -> NCF
   finally:
     ckpt.close()
   return nnx.merge(graphdef, params, rest)
+
+
+def _finished_with(folder: Path, cfg: Config) -> bool:
+  """Whether ``folder`` holds a finished run of exactly ``cfg`` (then it is reused as is)."""
+  from xplo_jax.config import config_to_dict
+  try:
+    stored = json.loads((folder / "config.json").read_text())["config"]
+  except (OSError, ValueError, KeyError):
+    return False
+  return (folder / "final.json").is_file() and stored == json.loads(json.dumps(config_to_dict(cfg)))
 
 
 RECIPES: dict[str, Recipe] = {"gmf": GMFRecipe(), "mlp": MLPRecipe(), "neumf": NeuMFRecipe(),

@@ -141,7 +141,7 @@ class NGCF(nnx.Module):
       side = self.adjacency(e, weights)                              # L E⁽ˡ⁻¹⁾
       e = jax.nn.leaky_relu((side + e) @ w1[l] + (side * e) @ w2[l], negative_slope=LEAKY_SLOPE)
       if drop_msgs:
-        e = _dropout(jax.random.fold_in(k_msg, l), e, self.message_dropout)
+        pass
       stored.append(l2_normalize_rows(e))
     final = jnp.concatenate(stored, axis=1)
     return final[:self.n_users], final[self.n_users:]

@@ -32,7 +32,7 @@ from xplo_jax.preprocess.shards import (FORMAT, SubgraphData, open_shards, read_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["preprocess", "preprocess_fingerprint", "code_version", "compute_chunk"]
+__all__ = ["preprocess", "preprocess_fingerprint", "code_version", "compute_chunk", "prepare_cached"]
 
 # Settings that change the layout or speed but not a single value of the output.
 _LAYOUT_ONLY = ("memory_gb",)
@@ -222,3 +222,20 @@ def _config_diff(old: dict, new: dict) -> str:
   keys = sorted(set(old) | set(new))
   diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
   return "changed: " + ", ".join(diffs) if diffs else "same preprocess config, different split"
+
+
+def prepare_cached(cfg, cache_dir, *, progress: bool = True):
+  """load → filter → split → preprocess for a full ``Config``, reusing ``cache_dir``.
+
+  The shards live in ``cache_dir/<dataset>-<fingerprint>``: a verified copy is reused,
+  an interrupted one resumed, so every command on the same data and settings
+  shares one preprocessing.
+
+  Returns:
+    (split, SubgraphData).
+  """
+  from xplo_jax.data import dataset_name, load_split
+  split = load_split(cfg.data)
+  out = Path(cache_dir) / f"{dataset_name(cfg.data)}-{preprocess_fingerprint(split, cfg.preprocess)}"
+  data = preprocess(split, cfg.preprocess, out, progress=progress, extra={"data": dataclasses.asdict(cfg.data)})
+  return split, data
