@@ -21,13 +21,14 @@ Two kernels compute L E for E ∈ R^{(|U|+|V|)×D}, same values and gradients:
 
 ``auto`` takes ``dense`` while the block (and, with edge dropout, its two per-step
 masked copies) fits a memory budget. Measured on the 2-core CPU at ML-100K size
-(943 × 1,675, 71,917 train edges, D = 64, 3 layers, fwd + bwd of the whole
-propagation, median / min of 30 on a shared machine): dense 40–90 / 30–64 ms,
-BCOO 48–72 / 38–39 ms, ``segment_sum`` over two sorted edge lists 52–77 / 43–45
-ms; with edge dropout (mask drawn every call) dense + scatter 51 / 45, BCOO 54 /
-42, segment_sum 62 / 48 ms. The three are within the machine's noise of each
-other there; the dense block is kept for small graphs (GEMMs, no scatters in the
-backward pass) and BCOO, the sparse API, for graphs whose block does not fit.
+(synthetic ml-100k: 943 × 1,675, 71,917 train edges; D = 64, fwd + bwd of 3
+layers; three runs of 30–40 calls on a machine shared with other jobs, min /
+median ms): dense 30–64 / 40–91, BCOO 38–49 / 48–88, ``segment_sum`` over two
+sorted edge lists 43–53 / 52–77; with edge dropout (a mask drawn every call, one
+run) dense + scatter 45 / 51, BCOO 42 / 54, segment_sum 48 / 62. The three are
+within the machine's noise of each other there (no kernel is clearly faster), so
+the dense block is kept for small graphs (plain GEMMs) and BCOO, the sparse API,
+for graphs whose block does not fit; segment_sum is not kept.
 
 Edge dropout (NGCF's "node dropout" as its code implements it, ``_dropout_sparse``):
 each nonzero of L — (u, i) and (i, u) independently — is kept with probability
@@ -47,6 +48,7 @@ from flax import nnx
 from jax.experimental import sparse
 
 from xplo_jax import losses
+from xplo_jax.config import Config
 from xplo_jax.data.types import Pairs
 from xplo_jax.evaluate import Scorer
 from xplo_jax.recipes import Recipe
@@ -262,7 +264,7 @@ class GCNRecipe(Recipe):
   """
   reg_on: ClassVar[str] = "final"
 
-  def static(self, cfg) -> GCNStatic:
+  def static(self, cfg: Config) -> GCNStatic:
     return GCNStatic(learning_rate=cfg.train.learning_rate, reg=cfg.baseline.gcn_reg)
 
   def batch_fields(self) -> tuple[str, ...]:

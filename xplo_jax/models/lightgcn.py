@@ -46,7 +46,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from xplo_jax.config import Config
 from xplo_jax.models import graph_utils as gu
+from xplo_jax.preprocess.shards import SubgraphData
 
 __all__ = ["LightGCN", "LightGCNRecipe", "RECIPE"]
 
@@ -98,7 +100,7 @@ class LightGCNRecipe(gu.GCNRecipe):
   name: ClassVar[str] = "lightgcn"
   reg_on: ClassVar[str] = "ego"
 
-  def build(self, cfg, data, rngs: nnx.Rngs) -> LightGCN:
+  def build(self, cfg: Config, data: SubgraphData, rngs: nnx.Rngs) -> LightGCN:
     b = cfg.baseline
     graph = gu.normalized_bipartite(data.split.train, data.n_users, data.n_items)
     return LightGCN(graph, embed_dim=b.gcn_embed_dim, layers=b.gcn_layers,

@@ -63,7 +63,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from xplo_jax.config import Config
 from xplo_jax.models import graph_utils as gu
+from xplo_jax.preprocess.shards import SubgraphData
 
 __all__ = ["NGCF", "NGCFRecipe", "RECIPE", "l2_normalize_rows"]
 
@@ -141,7 +143,7 @@ class NGCF(nnx.Module):
       side = self.adjacency(e, weights)                              # L E⁽ˡ⁻¹⁾
       e = jax.nn.leaky_relu((side + e) @ w1[l] + (side * e) @ w2[l], negative_slope=LEAKY_SLOPE)
       if drop_msgs:
-        pass
+        e = _dropout(jax.random.fold_in(k_msg, l), e, self.message_dropout)
       stored.append(l2_normalize_rows(e))
     final = jnp.concatenate(stored, axis=1)
     return final[:self.n_users], final[self.n_users:]
@@ -153,7 +155,7 @@ class NGCFRecipe(gu.GCNRecipe):
   name: ClassVar[str] = "ngcf"
   reg_on: ClassVar[str] = "final"
 
-  def build(self, cfg, data, rngs: nnx.Rngs) -> NGCF:
+  def build(self, cfg: Config, data: SubgraphData, rngs: nnx.Rngs) -> NGCF:
     b = cfg.baseline
     graph = gu.normalized_bipartite(data.split.train, data.n_users, data.n_items)
     return NGCF(graph, embed_dim=b.gcn_embed_dim, layers=b.gcn_layers, message_dropout=b.ngcf_message_dropout,
