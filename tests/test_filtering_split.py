@@ -142,3 +142,24 @@ def test_split_dir_tables_used_as_is_and_checked():
   with pytest.raises(DataError, match="user 3 .* no train interactions"):
     split_from_tables({"train": t([1, 2], [5, 6], "train"), "valid": t([1], [7], "valid"),
                        "test": t([3], [6], "test")})
+
+
+def test_ml100k_statistics_after_filtering(ml100k_dir):
+  """Real MovieLens 100K: ratings >= 4, 10-core, per-user 80/20 then 10% of train to valid."""
+  from xplo_jax.data import load_split
+  s = load_split(DataConfig(dataset="ml-100k", data_dir=str(ml100k_dir), download=False)).stats()
+  assert (s["users"], s["items"], s["interactions"]) == (887, 822, 52764)
+  assert (s["train"]["interactions"], s["valid"]["interactions"], s["test"]["interactions"]) == (37959, 4245, 10560)
+  assert s["train"]["users"] == 887
+
+
+def test_taobao_sample_through_filtering(taobao_csv):
+  from xplo_jax.data import load_dataset
+  cfg = DataConfig(dataset="alibaba", data_dir=str(taobao_csv.parent))
+  with pytest.raises(DataError, match=r"empty after filtering: 4321 rows read, 3141 unique positive pairs "
+                                      r"\(behaviors pv/buy\)"):
+    load_dataset(cfg)
+  ds = load_dataset(DataConfig(dataset="alibaba", data_dir=str(taobao_csv.parent), min_user_interactions=2,
+                               min_item_interactions=2))
+  assert (ds.n_users, ds.n_items, len(ds.pairs)) == (17, 44, 89)
+  assert ds.categories is not None and len(ds.categories.item) == 44     # one Taobao category per item

@@ -61,7 +61,7 @@ def binarize(raw: RawInteractions, cfg: DataConfig) -> tuple[np.ndarray, np.ndar
     log.warning("%s: %d duplicate (user, item) rows; kept the maximum rating of each pair",
                 raw.source, n_dups)
   elif n_dups:
-    log.info("%s: %d repeated (user, item) events merged into one positive each", raw.source, n_dups)
+    log.info("%s: %d repeated (user, item) events merged (one pair each)", raw.source, n_dups)
 
   if raw.behavior is not None:
     names = list(raw.behavior_names)
