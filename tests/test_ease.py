@@ -109,3 +109,11 @@ def test_ease_beats_popularity_on_planted_data(tiny_data, tmp_path):
   pop = train_and_evaluate(small_cfg("model.name=popularity"), tmp_path / "p", tiny_data, progress=False)
   assert res.test["ndcg@20"] > 1.5 * pop.test["ndcg@20"], (res.test["ndcg@20"], pop.test["ndcg@20"])
   assert res.test["recall@20"] > 1.5 * pop.test["recall@20"], (res.test["recall@20"], pop.test["recall@20"])
+
+
+def test_without_validation_users_the_first_lambda_is_kept(tiny_data, caplog):
+  empty = Pairs(np.zeros(0, np.int32), np.zeros(0, np.int32))
+  blind = dataclasses.replace(tiny_data, split=dataclasses.replace(tiny_data.split, valid=empty))
+  params = ease.RECIPE.fit(small_cfg("baseline.ease_lambdas=7,300"), blind)
+  assert float(params["lambda"]) == 7.0 and np.all(np.isnan(np.asarray(params["lambda_valid"])))
+  assert "no validation users" in caplog.text

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -105,38 +105,46 @@ def _select_k(metric: str) -> int:
     raise ValueError(f"eval.select_metric {metric!r}: expected NAME@K, e.g. ndcg@20") from None
 
 
-def select_on_validation(scorer: Scorer, candidates: Sequence[Any], inputs_fn: Callable[[np.ndarray], dict],
-                         cfg: Config, data: SubgraphData, what: str) -> tuple[int, list[float]]:
-  """Index of the candidate params with the best VALIDATION ``eval.select_metric``.
+def select_on_validation(scorer: Scorer, candidates: Iterable[Any], inputs_fn: Callable[[np.ndarray], dict],
+                         cfg: Config, data: SubgraphData, what: str) -> tuple[int, list[float], Any]:
+  """The candidate params with the best VALIDATION ``eval.select_metric``.
 
   Each candidate is ranked on ``data.split.valid`` with the train items excluded
   (the evaluator's protocol); the test split is never read. Ties go to the earlier
-  candidate. Without validation users (``data.valid_frac=0``) the first candidate
-  is kept, with a warning.
+  candidate. Candidates may come from a generator: only the best so far is kept,
+  so memory holds two candidates at most. Without validation users
+  (``data.valid_frac=0``) the first candidate is kept, with a warning.
 
   Args:
     scorer: built once (all candidates must share shapes: one compilation).
-    candidates: params pytrees.
+    candidates: params pytrees (a list or a generator).
     inputs_fn: users [B] → the scorer's host inputs.
     cfg, data: the run's config and data.
-    what: a label for the log lines (e.g. "EASE λ=100").
+    what: a label for the log lines (e.g. "EASE").
 
   Returns:
-    (best index, the metric of every candidate).
+    (best index, the metric of every candidate (NaN without validation users), best params).
   """
   metric = cfg.eval.select_metric
   k = _select_k(metric)
   split = data.split
-  values = []
+  values, best, best_params = [], -1, None
   for i, params in enumerate(candidates):
-    res = evaluate_ranking(scorer, jax.device_put(params), inputs_fn, split.valid, [split.train],
-                           data.n_users, data.n_items, ks=(k,), user_batch=cfg.eval.user_batch)
-    if metric not in res:
-      log.warning("%s: no validation users; keeping the first candidate", what)
-      return 0, [float("nan")] * len(candidates)
+    if len(split.valid) == 0:
+      values.append(float("nan"))
+      if best < 0:
+        log.warning("%s: no validation users; keeping the first candidate", what)
+        best, best_params = 0, params
+      continue
+    params = jax.device_put(params)
+    res = evaluate_ranking(scorer, params, inputs_fn, split.valid, [split.train], data.n_users, data.n_items,
+                           ks=(k,), user_batch=cfg.eval.user_batch)
     values.append(float(res[metric]))
-  best = int(np.argmax(values))          # first maximum: ties go to the earlier candidate
-  return best, values
+    if best < 0 or values[-1] > values[best]:      # strict: ties go to the earlier candidate
+      best, best_params = i, params
+  if best < 0:
+    raise ValueError(f"{what}: no candidate to select from")
+  return best, values, best_params
 
 
 # ----------------------------------------------------------------------------- EASE
@@ -173,15 +181,15 @@ class EASERecipe(Recipe):
     lists = train_lists(x)
     inputs_fn = lambda users: self.eval_inputs(lists, users)
     scorer = linear_item_scorer("B", cfg.eval.item_chunk)
-    cands = [{"B": jnp.asarray(ease_weights(gram, l), jnp.float32), "lambda": jnp.float32(l)} for l in lams]
-    if len(cands) == 1:
-      best, values = 0, [float("nan")]
+    cands = ({"B": jnp.asarray(ease_weights(gram, l), jnp.float32), "lambda": jnp.float32(l)} for l in lams)
+    if len(lams) == 1:                     # nothing to choose: no validation pass
+      best, values, params = 0, [float("nan")], next(cands)
     else:
-      best, values = select_on_validation(scorer, cands, inputs_fn, cfg, data, "EASE")
+      best, values, params = select_on_validation(scorer, cands, inputs_fn, cfg, data, "EASE")
     for l, v in zip(lams, values):
       log.info("EASE λ=%g: validation %s = %.5f", l, cfg.eval.select_metric, v)
     log.info("EASE: chose λ=%g on validation %s", lams[best], cfg.eval.select_metric)
-    return {**cands[best], "lambda_grid": jnp.asarray(lams, jnp.float32),
+    return {**params, "lambda_grid": jnp.asarray(lams, jnp.float32),
             "lambda_valid": jnp.asarray(values, jnp.float32)}
 
   def describe(self, params) -> dict:

@@ -23,9 +23,10 @@ Defaults and choices (``baseline.inhmf_*``):
   (``dne_ao_itq``'s ``max_iter``), T = 3: the authors used T = 1 (Wiki, Flickr)
   or 10 (BlogCatalog, PPI); on a bipartite graph T = 1 is only a PMI-weighted
   user–item adjacency, T = 3 adds the user→item→user→item paths that make the
-  proximity "high-order" (T = 2 adds only user–user and item–item entries, which
-  never enter a user–item score directly). The brief/paper does not say which T
-  XploVAE used. T is computed exactly (sparse powers applied to dense row
+  proximity "high-order" (T = 2 adds user–user and item–item entries, which
+  shape the shared codes but no user–item entry). The paper does not say which T
+  XploVAE used; on the tiny planted preset T = 1 ranks below popularity while
+  T = 2 and 3 are well above it. T is computed exactly (sparse powers applied to dense row
   blocks), not through the authors' low-rank NetMF shortcut for T > 1.
 * bal_sign: per column, +1 on the ⌈n/2⌉ largest values, −1 on the rest — the
   authors' "≥ median → +1" whenever the values at the median are distinct; ties

@@ -73,9 +73,11 @@ def similarity_block(cooc: np.ndarray, deg_rows: np.ndarray, deg_all: np.ndarray
 def topk_neighbours(sim: np.ndarray, k: int) -> np.ndarray:
   """[b, n] similarities → [b, n] bool mask of the k largest positive entries of each row.
 
-  Ties go to the smaller column id (a stable sort of −sim); entries ≤ 0 are never kept.
+  Ties go to the smaller column id (a stable sort of −sim); values equal to 12 decimals
+  count as tied (e.g. 1/√4 and 2/√16 may differ in their last bit); entries ≤ 0 are
+  never kept.
   """
-  order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+  order = np.argsort(-np.round(sim, 12), axis=1, kind="stable")[:, :k]
   keep = np.zeros(sim.shape, bool)
   rows = np.arange(sim.shape[0])[:, None]
   keep[rows, order] = True

@@ -31,8 +31,10 @@ With R the binary [|U|, |V|] train matrix and an item → class taxonomy (flat):
 
 Readings made (beyond baselines.md): the co-item condition of step 2 is applied
 to sim itself, so it restricts S_a as well as the graph; top-k ties go to the
-smaller user id; the optional taxonomy-distance novelty factor is not used (the
-datasets' taxonomies are flat). Classes are ``data.split.categories``
+smaller user id (values equal to 12 decimals count as tied); |P| < 1e-12 is
+rounding noise and counts as 0; the optional taxonomy-distance novelty factor is
+not used (the datasets' taxonomies are flat, so there are no ancestor classes to
+propagate counts to). Classes are ``data.split.categories``
 (MovieLens genres, Taobao categories, the synthetic presets' planted clusters);
 without categories, k-means (k = min(20, |V|), seeded) of the L2-normalised item
 co-occurrence rows stands in — a deviation, logged as such.
@@ -130,12 +132,18 @@ def jaccard_pearson(interest_rows: np.ndarray, interest: np.ndarray) -> tuple[np
   ok = (n >= 2) & (var_u > 1e-12 * suu) & (var_v > 1e-12 * svv)
   den = np.sqrt(np.where(ok, var_u * var_v, 1.0))
   pearson = np.where(ok, cov / den, 0.0)
+  # |P| < 1e-12 is the rounding noise of an exactly uncorrelated pair: 0, so that it makes no edge.
+  pearson = np.where(np.abs(pearson) < 1e-12, 0.0, pearson)
   return jac, np.clip(pearson, -1.0, 1.0)
 
 
 def topk_mask(values: np.ndarray, k: int) -> np.ndarray:
-  """[b, n] → bool mask of each row's k largest entries > 0 (ties: the smaller column id)."""
-  order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+  """[b, n] → bool mask of each row's k largest entries > 0 (ties: the smaller column id).
+
+  Values equal to 12 decimals count as tied: sim values are often mathematically
+  equal (P = 1 with the same J) but differ in their last bits by summation order.
+  """
+  order = np.argsort(-np.round(values, 12), axis=1, kind="stable")[:, :k]
   keep = np.zeros(values.shape, bool)
   keep[np.arange(values.shape[0])[:, None], order] = True
   return keep & (values > 0)
@@ -251,11 +259,11 @@ class TJPRecipe(Recipe):
     base = {"exploit": jax.device_put(jnp.asarray(exploit, jnp.float32)),
             "novel": jax.device_put(jnp.asarray(novel, jnp.float32))}
     cands = [{**base, "novelty_weight": jnp.float32(v)} for v in weights]
-    if len(cands) == 1:
+    if len(cands) == 1:                    # nothing to choose: no validation pass
       best, values = 0, [float("nan")]
     else:
-      best, values = select_on_validation(self.scorer(None, None, cfg.eval.item_chunk), cands,
-                                          lambda u: self.eval_inputs({}, u), cfg, data, "T(J&P) reconstruction")
+      best, values, _ = select_on_validation(self.scorer(None, None, cfg.eval.item_chunk), cands,
+                                             lambda u: self.eval_inputs({}, u), cfg, data, "T(J&P) reconstruction")
     for v, m in zip(weights, values):
       log.info("T(J&P) reconstruction λ_n=%g: validation %s = %.5f", v, cfg.eval.select_metric, m)
     log.info("T(J&P) reconstruction: %d classes, chose λ_n=%g on validation %s", classes.shape[1],
