@@ -278,7 +278,7 @@ class _NCFRecipe(Recipe):
       return params
     gmf = _pretrained(cfg, data, "gmf", Path(workdir) / "pretrain-gmf")
     mlp = _pretrained(cfg, data, "mlp", Path(workdir) / "pretrain-mlp")
-    model = nnx.merge(graphdef, params, rest)
+    model = nnx.merge(graphdef, params, rest, copy=True)      # copy: the caller's state stays untouched
     combine_pretrained(model, gmf, mlp)
     return nnx.split(model, nnx.Param, ...)[1]
 
