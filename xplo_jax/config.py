@@ -135,7 +135,7 @@ class BaselineConfig:
   itemknn_similarity: str = "cosine"    # cosine | jaccard
   # INH-MF (Lian et al. 2018)
   inhmf_bits: int = 128
-  inhmf_window: int = 3                 # T: powers of the random-walk matrix in the proximity
+  inhmf_windows: tuple[int, ...] = (1, 2, 3)  # T (powers of the random walk in M): chosen on validation
   inhmf_iterations: int = 50
   inhmf_gamma: float = 0.0
   # T(J&P) reconstruction (Nakatsuji et al. 2010)

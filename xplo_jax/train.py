@@ -175,7 +175,8 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
     test = ev(split.test, [split.train, split.valid])
     result = RunResult(test=test, valid=valid, best_epoch=0, epochs=0, history=[], workdir=workdir,
                        wall_s=time.perf_counter() - t_run)
-    _write_final(workdir, cfg, result)
+    describe = getattr(recipe, "describe", None)      # e.g. the λ chosen on validation
+    _write_final(workdir, cfg, result, extra={"fit": describe(params)} if describe else None)
     return result
 
   model, graphdef, params, rest, opt_state = create_state(cfg, data, recipe, mesh)

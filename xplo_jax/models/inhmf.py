@@ -212,22 +212,45 @@ class INHMFRecipe(Recipe):
   trainable: ClassVar[bool] = False
 
   def fit(self, cfg: Config, data: SubgraphData) -> dict:
-    bc = cfg.baseline
+    """Codes for each window T of ``baseline.inhmf_windows``; the best on validation is kept.
+
+    The paper of XploVAE does not say which T it used (INH-MF's authors used 1 or 10
+    depending on the dataset), so T is a hyperparameter chosen like EASE's λ: on
+    validation NDCG@20, never on the test split.
+    """
+    from xplo_jax.models.ease import select_on_validation
+    windows = tuple(cfg.baseline.inhmf_windows)
+    if not windows:
+      raise ValueError("baseline.inhmf_windows must name at least one window T")
     adj = bipartite_adjacency(data.split.train.csr(data.n_users, data.n_items))
-    m = proximity_matrix(adj, bc.inhmf_window)
-    log.info("INH-MF: proximity M with T=%d over %d nodes, nnz=%d", bc.inhmf_window, m.shape[0], m.nnz)
+    cands = (self._fit_window(cfg, data, adj, t) for t in windows)
+    if len(windows) == 1:
+      return next(cands)
+    best, values, params = select_on_validation(self.scorer(None, None, cfg.eval.item_chunk), cands,
+                                                lambda users: self.eval_inputs({}, users), cfg, data, "INH-MF")
+    log.info("INH-MF: window T=%d chosen on validation (%s)", windows[best],
+             ", ".join(f"T={t}: {v:.4f}" for t, v in zip(windows, values)))
+    return {**params, "window_valid": jnp.asarray(values, jnp.float32)}
+
+  def _fit_window(self, cfg: Config, data: SubgraphData, adj, window: int) -> dict:
+    bc = cfg.baseline
+    m = proximity_matrix(adj, window)
+    log.info("INH-MF: proximity M with T=%d over %d nodes, nnz=%d", window, m.shape[0], m.nnz)
     codes, _, objective = discrete_mf(m, bc.inhmf_bits, bc.inhmf_iterations, bc.inhmf_gamma, cfg.train.seed)
     if len(objective):
       log.info("INH-MF: r=%d, γ=%g, objective ‖M − BQᵀ‖² %.6g → %.6g over %d iterations", bc.inhmf_bits,
                bc.inhmf_gamma, objective[0], objective[-1], len(objective))
     return {"user_codes": jnp.asarray(codes[:data.n_users], jnp.float32),
             "item_codes": jnp.asarray(codes[data.n_users:], jnp.float32),
-            "jitter_seed": jnp.uint32(cfg.train.seed),
+            "jitter_seed": jnp.uint32(cfg.train.seed), "window": jnp.int32(window),
             "objective": jnp.asarray(objective, jnp.float32)}
 
   def describe(self, params) -> dict:
-    """{"objective": ‖M − BQᵀ‖²_F per iteration}."""
-    return {"objective": [float(v) for v in np.asarray(params["objective"])]}
+    """{"window": the T used, "objective": ‖M − BQᵀ‖²_F per iteration (of that T)}."""
+    out = {"window": int(params["window"]), "objective": [float(v) for v in np.asarray(params["objective"])]}
+    if "window_valid" in params:
+      out["window_valid"] = [float(v) for v in np.asarray(params["window_valid"])]
+    return out
 
   def eval_inputs(self, arrays: dict, users: np.ndarray) -> dict:
     return {"users": users.astype(np.int32)}
