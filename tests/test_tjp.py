@@ -176,11 +176,11 @@ def test_kmeans_fallback_without_categories(tiny_data, caplog):
 
 
 def test_novelty_weight_chosen_on_validation_and_beats_popularity(tiny_data, tmp_path):
-  """Defaults (k = k_g = 50, c = 0.15, λ_n ∈ {0, 0.25, 0.5, 1}): NDCG@20 ≈ 0.38 vs popularity's 0.12."""
+  """Defaults (k = k_g = 50, c = 0.15, λ_n ∈ {0, 0.25, 0.5, 1, 2, 4}): NDCG@20 ≈ 0.38 vs popularity's 0.12."""
   cfg = small_cfg("model.name=tjp")
   params = tjp.RECIPE.fit(cfg, tiny_data)
   info = tjp.RECIPE.describe(params)
-  assert info["novelty_grid"] == [0.0, 0.25, 0.5, 1.0]
+  assert info["novelty_grid"] == list(cfg.baseline.tjp_novelty_weights)
   assert info["novelty_weight"] == info["novelty_grid"][int(np.argmax(info["novelty_valid"]))]
   assert len(set(np.round(info["novelty_valid"], 6))) > 1      # λ_n changes the ranking
   empty = Pairs(np.zeros(0, np.int32), np.zeros(0, np.int32))  # the test split plays no part

@@ -142,7 +142,7 @@ class BaselineConfig:
   tjp_neighbors: int = 50
   tjp_graph_k: int = 50
   tjp_restart: float = 0.15
-  tjp_novelty_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+  tjp_novelty_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # λ_n, chosen on validation
 
 
 @dataclasses.dataclass(frozen=True)
