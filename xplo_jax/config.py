@@ -128,6 +128,7 @@ class BaselineConfig:
   gcn_reg: float = 1e-5
   ngcf_message_dropout: float = 0.1
   ngcf_edge_dropout: float = 0.1
+  bpr_samples_per_user: int = 32        # (pos, neg) triples per user per step (NGCF, LightGCN)
   # EASE (Steck 2019): λ chosen on validation NDCG@20 among these
   ease_lambdas: tuple[float, ...] = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
   # ItemKNN
