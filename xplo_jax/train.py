@@ -42,7 +42,7 @@ from xplo_jax.recipes import Recipe, get_recipe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainingDiverged", "train_step", "trace_count", "epoch_order", "create_state",
+__all__ = ["TrainingDiverged", "step_fn", "train_step", "trace_count", "epoch_order", "create_state",
            "train_and_evaluate", "RunResult"]
 
 _TRACES = collections.Counter()
@@ -55,6 +55,21 @@ class TrainingDiverged(XploError):
 def trace_count(name: str = "train_step") -> int:
   """How many times ``train_step`` has been traced (compiled) in this process."""
   return _TRACES[name]
+
+
+def step_fn(recipe: Recipe, graphdef, static, params, rest, opt_state, batch: dict, step: jax.Array,
+            key: jax.Array):
+  """The update rule, unjitted: ``train_step`` jits it; ``replicas`` vmaps it over seeds.
+
+  Same arguments and results as ``train_step``.
+  """
+  def loss_fn(p):
+    return recipe.loss(nnx.merge(graphdef, p, rest), batch, step, jax.random.fold_in(key, step), static)
+
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  updates, opt_state = recipe.optimizer(static).update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  return params, opt_state, {"loss": loss, **aux}
 
 
 @functools.partial(jax.jit, static_argnames=("recipe", "graphdef", "static"),
@@ -76,14 +91,7 @@ def train_step(recipe: Recipe, graphdef, static, params, rest, opt_state, batch:
     (params, opt_state, metrics dict of scalars).
   """
   _TRACES["train_step"] += 1          # runs only while tracing
-
-  def loss_fn(p):
-    return recipe.loss(nnx.merge(graphdef, p, rest), batch, step, jax.random.fold_in(key, step), static)
-
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  updates, opt_state = recipe.optimizer(static).update(grads, opt_state, params)
-  params = optax.apply_updates(params, updates)
-  return params, opt_state, {"loss": loss, **aux}
+  return step_fn(recipe, graphdef, static, params, rest, opt_state, batch, step, key)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
