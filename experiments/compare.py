@@ -22,11 +22,7 @@ training randomness (``train.seed``); the split is fixed (``data.split_seed``).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from xplo_jax.config import DATASETS, Config, apply_overrides, config_to_dict  # noqa: E402
+from experiments.common import mean_std, run_point, write_csv  # noqa: E402
+from xplo_jax.config import DATASETS, Config, apply_overrides  # noqa: E402
 from xplo_jax.errors import cli_main  # noqa: E402
 from xplo_jax.fileio import atomic_write_text  # noqa: E402
 
@@ -75,34 +72,9 @@ def variant_config(base: Config, variant: str, seed: int) -> Config:
   return apply_overrides(base, [f"model.name={model}", f"train.seed={seed}", *overrides]).validate()
 
 
-def run_point(cfg: Config, workdir: Path, data, progress: bool) -> dict:
-  """final.json of one (model, seed): reused when present for the same config, else trained."""
-  from xplo_jax.train import train_and_evaluate
-  final, conf = workdir / "final.json", workdir / "config.json"
-  want = json.loads(json.dumps(config_to_dict(cfg)))
-  if final.is_file() and conf.is_file() and json.loads(conf.read_text()).get("config") == want:
-    return json.loads(final.read_text())
-  train_and_evaluate(cfg, workdir, data, resume=True, progress=progress)
-  return json.loads(final.read_text())
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-  m = sum(values) / len(values)
-  s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-  return m, s
-
-
 def fmt(values: list[float], digits: int = 4) -> str:
   m, s = mean_std(values)
   return f"{m:.{digits}f}" if len(values) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-  buf = io.StringIO()
-  w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["empty"])
-  w.writeheader()
-  w.writerows(rows)
-  atomic_write_text(path, buf.getvalue())
 
 
 def dataset_table(split) -> tuple[str, list[dict]]:

@@ -18,7 +18,7 @@ from xplo_jax.data.types import Dataset, Pairs, Split
 from xplo_jax.errors import ShardError
 from xplo_jax.preprocess import open_shards, preprocess
 from xplo_jax.preprocess import pipeline as pipeline_lib
-from xplo_jax.preprocess.knn import item_knn, topk_rows
+from xplo_jax.preprocess.knn import topk_rows
 from xplo_jax.preprocess.proximity import GraphOps, select_second_order
 
 

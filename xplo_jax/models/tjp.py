@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
