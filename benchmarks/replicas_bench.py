@@ -65,7 +65,7 @@ def bench_case(overrides: list[str], ns: list[int], steps: int, repeats: int) ->
   from xplo_jax.preprocess import prepare_cached
   from xplo_jax.recipes import get_recipe
   from xplo_jax.replicas import init_replicas, replica_step
-  from xplo_jax.train import _pad_batches, create_state, epoch_order, train_step
+  from xplo_jax.train import pad_batches, create_state, epoch_order, train_step
 
   cfg = apply_overrides(Config(), overrides).validate()
   _, data = prepare_cached(cfg, REPO / "runs" / "cache", progress=False)
@@ -76,7 +76,7 @@ def bench_case(overrides: list[str], ns: list[int], steps: int, repeats: int) ->
   arrays["users"] = np.arange(data.n_users, dtype=np.int32)
   B = cfg.train.batch_size
   n_max = max(ns)
-  orders = {s: list(_pad_batches(epoch_order(s, 0, data.n_users), B)) for s in range(n_max)}
+  orders = {s: list(pad_batches(epoch_order(s, 0, data.n_users), B)) for s in range(n_max)}
   stacked = NamedSharding(mesh, P(None, "data"))
 
   def host(seed, i):

@@ -60,7 +60,7 @@ def bench_case(overrides: list[str], steps: int, max_epoch_s: float) -> dict:
   from xplo_jax import sharding as S
   from xplo_jax.config import Config, apply_overrides
   from xplo_jax.recipes import get_recipe
-  from xplo_jax.train import _pad_batches, create_state, epoch_order, train_step
+  from xplo_jax.train import pad_batches, create_state, epoch_order, train_step
   cfg = apply_overrides(Config(), overrides).validate()
   t0 = time.perf_counter()
   _, data = prepare_data(cfg, REPO / "runs" / "cache", progress=False)
@@ -73,7 +73,7 @@ def bench_case(overrides: list[str], steps: int, max_epoch_s: float) -> dict:
   arrays = data.all_users()
   arrays["users"] = np.arange(data.n_users, dtype=np.int32)
   B = cfg.train.batch_size
-  batches = list(_pad_batches(epoch_order(0, 0, data.n_users), B))
+  batches = list(pad_batches(epoch_order(0, 0, data.n_users), B))
 
   def host(i):
     users, valid = batches[i % len(batches)]

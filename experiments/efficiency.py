@@ -63,7 +63,7 @@ def time_point(cfg, split, cache: Path, steps: int) -> dict:
   from xplo_jax import sharding as S
   from xplo_jax.preprocess import preprocess, preprocess_fingerprint
   from xplo_jax.recipes import get_recipe
-  from xplo_jax.train import _pad_batches, create_state, epoch_order, train_step
+  from xplo_jax.train import pad_batches, create_state, epoch_order, train_step
   out = cache / f"efficiency-{preprocess_fingerprint(split, cfg.preprocess)}"
   data = preprocess(split, cfg.preprocess, out, progress=False)
   prep_s = float(data.manifest["timing"]["total_s"])      # measured when the shards were computed
@@ -72,7 +72,7 @@ def time_point(cfg, split, cache: Path, steps: int) -> dict:
   _, gd, params, rest, opt = create_state(cfg, data, recipe, mesh)
   st = recipe.static(cfg)
   arrays = data.all_users()
-  batches = list(_pad_batches(epoch_order(0, 0, data.n_users), cfg.train.batch_size))
+  batches = list(pad_batches(epoch_order(0, 0, data.n_users), cfg.train.batch_size))
 
   def host(i):
     users, valid = batches[i % len(batches)]

@@ -50,7 +50,6 @@ def report(out: Path, dataset: str, command: str, notes: dict) -> str:
   if tables.is_file():
     body = tables.read_text().split("\n", 1)[1]
     lines += ["## Comparison (Tables 1–4)", "", body.replace("## ", "### "), ""]
-  fig3 = out / "fig3.csv"
   if (out / "fig3.png").is_file():
     lines += ["## Fig. 3 — t-SNE of user-specific item embeddings", "", "![fig3](fig3.png)", ""]
     summary = out / "fig3.json"

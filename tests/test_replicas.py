@@ -23,7 +23,7 @@ from xplo_jax.errors import ConfigError
 from xplo_jax.preprocess import preprocess
 from xplo_jax.recipes import get_recipe
 from xplo_jax.replicas import grid_hparams, init_replicas, replica_configs, replica_step, train_replicas, unstack
-from xplo_jax.train import _pad_batches, create_state, epoch_order, trace_count, train_and_evaluate, train_step
+from xplo_jax.train import pad_batches, create_state, epoch_order, trace_count, train_and_evaluate, train_step
 
 SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "model.latent_dim=16", "model.hidden_dim=32",
          "train.batch_size=64", "eval.user_batch=128", "train.epochs=3", "train.eval_every=1"]
@@ -45,7 +45,7 @@ def _leaves(tree):
 
 def _batch(data, arrays, recipe, seed, index):
   """Batch ``index`` of epoch 0 of the sequential run with ``seed`` (host arrays)."""
-  users, valid = list(_pad_batches(epoch_order(seed, 0, data.n_users), 64))[index]
+  users, valid = list(pad_batches(epoch_order(seed, 0, data.n_users), 64))[index]
   b = {k: arrays[k][users] for k in recipe.batch_fields()}
   b["valid"] = valid
   return b

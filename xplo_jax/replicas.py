@@ -265,7 +265,7 @@ def replica_step(recipe: Recipe, graphdef, static, params, rest, opt_state, batc
   Returns:
     (params, opt_state, metrics) with every leaf [N, ...]; metrics[k] is [N].
   """
-  train_lib._TRACES["replica_step"] += 1        # runs only while tracing
+  train_lib.note_trace("replica_step")          # runs only while tracing
   hparams = hparams or {}
 
   def one(p, r, o, b, k, hp):
@@ -346,7 +346,7 @@ def train_replicas(cfg: Config, workdir, data: SubgraphData, seeds: Sequence[int
     # A final.json left by an earlier run of this folder would be taken for this run's
     # (experiments reuse a point whose config matches) even if this replica then diverges.
     (d / "final.json").unlink(missing_ok=True)
-    train_lib._write_config(d, c, data, mesh, resume=False)
+    train_lib.write_config(d, c, data, mesh, resume=False)
 
   arrays = data.all_users()
   arrays["users"] = np.arange(data.n_users, dtype=np.int32)
@@ -358,7 +358,7 @@ def train_replicas(cfg: Config, workdir, data: SubgraphData, seeds: Sequence[int
   reps = init_replicas(cfgs, data, recipe, run_seeds, mesh, workdirs=dirs)
   graphdef, params, rest, opt_state, rest_axis = reps.graphdef, reps.params, reps.rest, reps.opt_state, \
       reps.rest_axis
-  scorer = recipe.scorer(graphdef, reps.model, cfg.eval.item_chunk)
+  scorer = train_lib.get_scorer(recipe, graphdef, reps.model, cfg.eval.item_chunk)
   del reps
   keys = shard_lib.put_replicated(jnp.stack([jax.random.PRNGKey(s) for s in run_seeds]), mesh)
   hparams = shard_lib.put_replicated({k: jnp.asarray(v) for k, v in hparams.items()}, mesh)
@@ -374,7 +374,7 @@ def train_replicas(cfg: Config, workdir, data: SubgraphData, seeds: Sequence[int
   tracks = [_Track() for _ in range(n_rep)]
   steps_per_epoch = -(-data.n_users // B)
   # The cadence of train_and_evaluate (same expression): ~20 steps between evaluations by default.
-  eval_every = cfg.train.eval_every or max(1, -(-20 // steps_per_epoch))
+  eval_every = train_lib.eval_interval(cfg, steps_per_epoch)
   sync_every = 8 if (n_dev > 1 and jax.devices()[0].platform == "cpu") else cfg.train.log_every
   select = cfg.eval.select_metric
   step = 0
@@ -382,14 +382,14 @@ def train_replicas(cfg: Config, workdir, data: SubgraphData, seeds: Sequence[int
                dynamic_ncols=True)
   for epoch in outer:
     for t in tracks:                   # the stop rule train_and_evaluate applies at the top of an epoch
-      if t.active and t.bad_epochs >= cfg.train.patience and step >= cfg.train.min_steps:
+      if t.active and train_lib.should_stop(t.bad_epochs, step, cfg):
         t.active, t.stopped_early = False, True
     active = [r for r, t in enumerate(tracks) if t.active]
     if not active:
       break
     t0 = time.perf_counter()
     metrics = []
-    orders = [train_lib._pad_batches(epoch_order(s, epoch, data.n_users), B) for s in run_seeds]
+    orders = [train_lib.pad_batches(epoch_order(s, epoch, data.n_users), B) for s in run_seeds]
     inner = tqdm(zip(*orders), total=steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False,
                  disable=not progress, dynamic_ncols=True)
     for i, per_rep in enumerate(inner):
@@ -431,7 +431,7 @@ def train_replicas(cfg: Config, workdir, data: SubgraphData, seeds: Sequence[int
           t.bad_epochs += 1
       t.last_epoch = epoch
       t.history = t.history + [record]
-      train_lib._write_history(dirs[r], t.history)
+      train_lib.write_history(dirs[r], t.history)
     outer.set_postfix({"active": sum(t.active for t in tracks),
                        "best": " ".join(f"{t.best:.3f}" for t in tracks[:4]) + (" …" if n_rep > 4 else "")})
 
@@ -449,7 +449,7 @@ def train_replicas(cfg: Config, workdir, data: SubgraphData, seeds: Sequence[int
     res = RunResult(test=test, valid=best_valid, best_epoch=t.best_epoch, epochs=t.last_epoch + 1,
                     history=t.history, workdir=dirs[r], wall_s=time.perf_counter() - t_run,
                     stopped_early=t.stopped_early)
-    train_lib._write_final(dirs[r], cfgs[r], res, extra={
+    train_lib.write_final(dirs[r], cfgs[r], res, extra={
         "test_eval_s": test_s, "steps_per_epoch": steps_per_epoch,
         "replica_step_traces": train_lib.trace_count("replica_step"),
         "replicas": {"n": n_rep, "index": r, "folders": names, "hparams": sorted(hparams)}})

@@ -42,8 +42,9 @@ from xplo_jax.recipes import Recipe, get_recipe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainingDiverged", "step_fn", "train_step", "trace_count", "epoch_order", "create_state",
-           "train_and_evaluate", "RunResult"]
+__all__ = ["TrainingDiverged", "step_fn", "train_step", "trace_count", "note_trace", "epoch_order", "pad_batches",
+           "eval_interval", "should_stop", "get_scorer", "create_state", "train_and_evaluate", "RunResult",
+           "write_config", "write_history", "write_final", "ckpt_exists"]
 
 _TRACES = collections.Counter()
 
@@ -53,8 +54,35 @@ class TrainingDiverged(XploError):
 
 
 def trace_count(name: str = "train_step") -> int:
-  """How many times ``train_step`` has been traced (compiled) in this process."""
+  """How many times ``train_step`` (or another named step) has been traced in this process."""
   return _TRACES[name]
+
+
+def note_trace(name: str) -> None:
+  """Counts one trace of the step ``name`` (call it inside the traced function)."""
+  _TRACES[name] += 1
+
+
+def eval_interval(cfg: Config, steps_per_epoch: int) -> int:
+  """Epochs between evaluations: ``train.eval_every``, or (0) about every 20 steps."""
+  return cfg.train.eval_every or max(1, -(-20 // steps_per_epoch))
+
+
+def should_stop(bad_evals: int, step: int, cfg: Config) -> bool:
+  """Early stopping: ``patience`` evaluations without improvement, never before ``min_steps``."""
+  return bad_evals >= cfg.train.patience and step >= cfg.train.min_steps
+
+
+_SCORERS: dict = {}
+
+
+def get_scorer(recipe: Recipe, graphdef, model, item_chunk: int):
+  """The recipe's ``Scorer``, built once per (recipe, graph, chunk): ``rank_topk`` compiles once
+  for every run of the same model shape (a Scorer is a static argument hashed by identity)."""
+  key = (recipe, graphdef, item_chunk)
+  if key not in _SCORERS:
+    _SCORERS[key] = recipe.scorer(graphdef, model, item_chunk)
+  return _SCORERS[key]
 
 
 def step_fn(recipe: Recipe, graphdef, static, params, rest, opt_state, batch: dict, step: jax.Array,
@@ -90,7 +118,7 @@ def train_step(recipe: Recipe, graphdef, static, params, rest, opt_state, batch:
   Returns:
     (params, opt_state, metrics dict of scalars).
   """
-  _TRACES["train_step"] += 1          # runs only while tracing
+  note_trace("train_step")            # runs only while tracing
   return step_fn(recipe, graphdef, static, params, rest, opt_state, batch, step, key)
 
 
@@ -99,7 +127,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def _pad_batches(order: np.ndarray, batch_size: int):
+def pad_batches(order: np.ndarray, batch_size: int):
   """Batches of ``batch_size`` users; the last one padded (not sliced), with a validity mask."""
   for s in range(0, len(order), batch_size):
     users = order[s:s + batch_size]
@@ -165,7 +193,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
   if B % n_dev:
     raise ConfigError(f"train.batch_size {B} must be a multiple of the {n_dev} devices of the mesh")
   eval_batch = -(-cfg.eval.user_batch // n_dev) * n_dev
-  _write_config(workdir, cfg, data, mesh, resume)
+  write_config(workdir, cfg, data, mesh, resume)
 
   arrays = data.all_users()
   arrays["users"] = np.arange(data.n_users, dtype=np.int32)
@@ -175,7 +203,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
 
   if not recipe.trainable:
     params = shard_lib.put_replicated(recipe.fit(cfg, data), mesh)
-    scorer = recipe.scorer(None, None, cfg.eval.item_chunk)
+    scorer = get_scorer(recipe, None, None, cfg.eval.item_chunk)
     ev = lambda heldout, excl: evaluate_ranking(scorer, params, functools.partial(recipe.eval_inputs, arrays),
                                                 heldout, excl, data.n_users, data.n_items, ks=cfg.eval.ks,
                                                 user_batch=eval_batch, jaccard=jaccard, put=put_batch)
@@ -184,14 +212,14 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
     result = RunResult(test=test, valid=valid, best_epoch=0, epochs=0, history=[], workdir=workdir,
                        wall_s=time.perf_counter() - t_run)
     describe = getattr(recipe, "describe", None)      # e.g. the λ chosen on validation
-    _write_final(workdir, cfg, result, extra={"fit": describe(params)} if describe else None)
+    write_final(workdir, cfg, result, extra={"fit": describe(params)} if describe else None)
     return result
 
   model, graphdef, params, rest, opt_state = create_state(cfg, data, recipe, mesh)
   static = recipe.static(cfg)
   if not (resume and ckpt_exists(workdir)):
     params = shard_lib.put_replicated(recipe.init_params(cfg, data, graphdef, params, rest, workdir), mesh)
-  scorer = recipe.scorer(graphdef, model, cfg.eval.item_chunk)
+  scorer = get_scorer(recipe, graphdef, model, cfg.eval.item_chunk)
   del model
   key = jax.random.PRNGKey(cfg.train.seed)
   ckpt = Checkpointer(workdir / "checkpoints")
@@ -211,7 +239,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
     log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt.directory)
 
   steps_per_epoch = -(-data.n_users // B)
-  eval_every = cfg.train.eval_every or max(1, -(-20 // steps_per_epoch))
+  eval_every = eval_interval(cfg, steps_per_epoch)
   sync_every = 8 if (n_dev > 1 and jax.devices()[0].platform == "cpu") else cfg.train.log_every
   select = cfg.eval.select_metric
   stopped_early = False
@@ -219,13 +247,13 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
   outer = tqdm(range(meta["epoch"] + 1, cfg.train.epochs), desc="epochs", unit="ep", disable=not progress,
                dynamic_ncols=True)
   for epoch in outer:
-    if meta["bad_epochs"] >= cfg.train.patience and meta["step"] >= cfg.train.min_steps:
+    if should_stop(meta["bad_epochs"], meta["step"], cfg):
       stopped_early = True
       break
     t0 = time.perf_counter()
     step = meta["step"]
     losses, aux_hist = [], collections.defaultdict(list)
-    inner = tqdm(_pad_batches(epoch_order(cfg.train.seed, epoch, data.n_users), B), total=steps_per_epoch,
+    inner = tqdm(pad_batches(epoch_order(cfg.train.seed, epoch, data.n_users), B), total=steps_per_epoch,
                  desc=f"epoch {epoch}", unit="step", leave=False, disable=not progress, dynamic_ncols=True)
     for i, (users, valid) in enumerate(inner):
       batch = {k: arrays[k][users] for k in recipe.batch_fields()}
@@ -266,7 +294,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
     meta["history"] = meta["history"] + [record]
     if "valid" in record:                 # checkpoints at evaluated epochs: they carry the metric
       ckpt.save(epoch, params, opt_state, meta, is_best=is_best)
-    _write_history(workdir, meta["history"])
+    write_history(workdir, meta["history"])
     epochs_this_call += 1
     if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
       ckpt.close()
@@ -285,7 +313,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
   result = RunResult(test=test, valid=best_valid, best_epoch=best, epochs=meta["epoch"] + 1,
                      history=meta["history"], workdir=workdir, wall_s=time.perf_counter() - t_run,
                      stopped_early=stopped_early)
-  _write_final(workdir, cfg, result, extra={"test_eval_s": test_s, "steps_per_epoch": steps_per_epoch,
+  write_final(workdir, cfg, result, extra={"test_eval_s": test_s, "steps_per_epoch": steps_per_epoch,
                                             "train_step_traces": trace_count()})
   return result
 
@@ -314,7 +342,7 @@ def _environment(mesh) -> dict:
           "devices": [str(d) for d in mesh.devices.flat], "process_count": jax.process_count()}
 
 
-def _write_config(workdir: Path, cfg: Config, data: SubgraphData, mesh, resume: bool) -> None:
+def write_config(workdir: Path, cfg: Config, data: SubgraphData, mesh, resume: bool) -> None:
   path = workdir / "config.json"
   new = json.loads(json.dumps(config_to_dict(cfg)))      # tuples as lists, as stored
   if resume and path.is_file():
@@ -330,13 +358,13 @@ def _write_config(workdir: Path, cfg: Config, data: SubgraphData, mesh, resume: 
                            "environment": _environment(mesh)})
 
 
-def _write_history(workdir: Path, history: list) -> None:
+def write_history(workdir: Path, history: list) -> None:
   if not shard_lib.is_primary():
     return
   atomic_write_text(workdir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
 
-def _write_final(workdir: Path, cfg: Config, result: RunResult, extra: Optional[dict] = None) -> None:
+def write_final(workdir: Path, cfg: Config, result: RunResult, extra: Optional[dict] = None) -> None:
   from xplo_jax.reports import run_summary_markdown
   if not shard_lib.is_primary():
     return
