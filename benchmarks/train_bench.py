@@ -53,70 +53,17 @@ def matmul_peak_gflops(n: int = 4096, reps: int = 5) -> float:
 
 
 def bench_case(overrides: list[str], steps: int, max_epoch_s: float) -> dict:
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from xplo_jax.preprocess import prepare_cached as prepare_data
-  from xplo_jax import sharding as S
+  from experiments.common import time_train_step
   from xplo_jax.config import Config, apply_overrides
-  from xplo_jax.recipes import get_recipe
-  from xplo_jax.train import pad_batches, create_state, epoch_order, train_step
+  from xplo_jax.preprocess import prepare_cached
   cfg = apply_overrides(Config(), overrides).validate()
   t0 = time.perf_counter()
-  _, data = prepare_data(cfg, REPO / "runs" / "cache", progress=False)
+  _, data = prepare_cached(cfg, REPO / "runs" / "cache", progress=False)
   prep_s = time.perf_counter() - t0
-  recipe = get_recipe(cfg.model.name)
-  mesh = S.make_mesh()
-  model, gd, params, rest, opt = create_state(cfg, data, recipe, mesh)
-  st = recipe.static(cfg)
-  key = jax.random.PRNGKey(0)
-  arrays = data.all_users()
-  arrays["users"] = np.arange(data.n_users, dtype=np.int32)
-  B = cfg.train.batch_size
-  batches = list(pad_batches(epoch_order(0, 0, data.n_users), B))
-
-  def host(i):
-    users, valid = batches[i % len(batches)]
-    b = {k: arrays[k][users] for k in recipe.batch_fields()}
-    b["valid"] = valid
-    return S.put_batch(b, mesh)
-
-  b0 = host(0)
-  lowered = train_step.lower(recipe, gd, st, params, rest, opt, b0, jnp.int32(0), key)
-  t = time.perf_counter()
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - t
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  mem = compiled.memory_analysis()
-  params, opt, m = train_step(recipe, gd, st, params, rest, opt, b0, jnp.int32(0), key)
-  jax.block_until_ready(m)
-  times = []
-  for i in range(steps):
-    b = host(i + 1)
-    jax.block_until_ready(b)
-    t = time.perf_counter()
-    params, opt, m = train_step(recipe, gd, st, params, rest, opt, b, jnp.int32(i + 1), key)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-  step_s = float(np.median(times))
-  spe = len(batches)
-  if step_s * spe <= max_epoch_s:
-    t = time.perf_counter()
-    for i in range(spe):
-      params, opt, m = train_step(recipe, gd, st, params, rest, opt, host(i), jnp.int32(100 + i), key)
-    jax.block_until_ready(m)
-    epoch_s, epoch_kind = time.perf_counter() - t, "measured"
-  else:
-    epoch_s, epoch_kind = step_s * spe, "est."
-  flops = float(cost.get("flops", 0.0))
-  return {"users": data.n_users, "items": data.n_items, "width1": data.width1, "width2": data.width2,
-          "knn": data.manifest["knn"], "conv_kernel": model.conv_kernel, "batch": B, "steps_per_epoch": spe,
-          "preprocess_s": prep_s, "compile_s": compile_s, "step_s": step_s, "epoch_s": epoch_s,
-          "epoch_kind": epoch_kind, "gflop_per_step": flops / 1e9, "gflops": flops / 1e9 / step_s,
-          "temp_mb": mem.temp_size_in_bytes / 2 ** 20, "args_mb": mem.argument_size_in_bytes / 2 ** 20,
-          "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
-          "backend": jax.default_backend(), "loss": float(m["loss"])}
+  r = time_train_step(cfg, data, steps, max_epoch_s=max_epoch_s)
+  return {"users": data.n_users, "items": data.n_items, "knn": data.manifest["knn"], "batch": cfg.train.batch_size,
+          "preprocess_s": prep_s, **r, "gflops": r["gflop_per_step"] / r["step_s"],
+          "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
 def knn_sweep(overrides: list[str], knns=(50, 100, 200, 300)) -> list[dict]:

@@ -13,7 +13,6 @@ Writes ``fig5.png`` and ``fig5.csv``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from experiments.common import base_config, errorbar_rows, run_point, save_figure, write_csv  # noqa: E402
+from experiments.common import (errorbar_rows, figure_parser, parse_figure_args, run_point,  # noqa: E402
+                                save_figure, write_csv)
 
 VARIANTS = ("xplovae", "xplovae-1st", "xplovae-noconv", "xplovae-uniform", "xplovae-full")
 METRICS = ("recall@20", "ndcg@20")
@@ -73,19 +73,9 @@ def plot(rows: list[dict], path: Path, dataset: str = "") -> None:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--dataset", default="synthetic")
-  p.add_argument("--data-dir", default=None)
-  p.add_argument("--seeds", type=int, default=1)
-  p.add_argument("--out", default=None)
+  p = figure_parser(__doc__)
   p.add_argument("--runs-dir", default=None, help="the comparison's run folders (default <out>/compare)")
-  p.add_argument("--cache-dir", default=None)
-  p.add_argument("--no-progress", action="store_true")
-  p.add_argument("overrides", nargs="*")
-  args = p.parse_args(argv)
-  base = base_config(args.dataset, args.data_dir, args.overrides)
-  from xplo_jax.data import dataset_name
-  out = Path(args.out) if args.out else REPO / "runs" / f"paper-{dataset_name(base.data)}"
+  args, base, out = parse_figure_args(p, argv)
   run(base, out, seeds=args.seeds, runs_dir=Path(args.runs_dir) if args.runs_dir else None,
       progress=not args.no_progress, cache_dir=args.cache_dir)
   print(f"wrote {out / 'fig5.png'} and {out / 'fig5.csv'}")

@@ -18,17 +18,16 @@ points are reused from ``fig6.csv``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from experiments.common import base_config, read_csv, save_figure, write_csv  # noqa: E402
+from experiments.common import (figure_parser, parse_figure_args, read_csv, save_figure,  # noqa: E402
+                                time_train_step, write_csv)
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DIMS = (1, 2, 4, 8, 16, 32)
@@ -56,47 +55,14 @@ def subsample_train(split, fraction: float, seed: int = 0):
 
 
 def time_point(cfg, split, cache: Path, steps: int) -> dict:
-  """Preprocess ``split`` (timed), compile the train step, time ``steps`` steps (median)."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from xplo_jax import sharding as S
+  """Preprocess ``split`` (its own measured time), then time the train step on it."""
   from xplo_jax.preprocess import preprocess, preprocess_fingerprint
-  from xplo_jax.recipes import get_recipe
-  from xplo_jax.train import pad_batches, create_state, epoch_order, train_step
   out = cache / f"efficiency-{preprocess_fingerprint(split, cfg.preprocess)}"
   data = preprocess(split, cfg.preprocess, out, progress=False)
-  prep_s = float(data.manifest["timing"]["total_s"])      # measured when the shards were computed
-  recipe = get_recipe("xplovae")
-  mesh = S.make_mesh()
-  _, gd, params, rest, opt = create_state(cfg, data, recipe, mesh)
-  st = recipe.static(cfg)
-  arrays = data.all_users()
-  batches = list(pad_batches(epoch_order(0, 0, data.n_users), cfg.train.batch_size))
-
-  def host(i):
-    users, valid = batches[i % len(batches)]
-    b = {k: arrays[k][users] for k in recipe.batch_fields()}
-    b["valid"] = valid
-    return S.put_batch(b, mesh)
-
-  key = jax.random.PRNGKey(0)
-  t = time.perf_counter()
-  params, opt, m = train_step(recipe, gd, st, params, rest, opt, host(0), jnp.int32(0), key)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t
-  times = []
-  for i in range(steps):
-    b = host(i + 1)
-    jax.block_until_ready(b)
-    t = time.perf_counter()
-    params, opt, m = train_step(recipe, gd, st, params, rest, opt, b, jnp.int32(i + 1), key)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-  step_s = float(np.median(times))
-  return {"train_interactions": len(split.train), "width1": data.width1, "width2": data.width2,
-          "preprocess_s": prep_s, "compile_s": compile_s, "step_ms": 1000 * step_s,
-          "epoch_s": step_s * len(batches), "steps_per_epoch": len(batches), "backend": jax.default_backend()}
+  r = time_train_step(cfg, data, steps)
+  keep = ("width1", "width2", "compile_s", "step_ms", "epoch_s", "steps_per_epoch", "backend")
+  return {"train_interactions": len(split.train), "preprocess_s": float(data.manifest["timing"]["total_s"]),
+          **{k: r[k] for k in keep}}
 
 
 def linear_fit(xs, ys) -> tuple[float, float, float]:
@@ -171,18 +137,9 @@ def plot(rows: list[dict], path: Path, dataset: str = "") -> None:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--dataset", default="synthetic")
-  p.add_argument("--data-dir", default=None)
+  p = figure_parser(__doc__, seeds=False)
   p.add_argument("--steps", type=int, default=20)
-  p.add_argument("--out", default=None)
-  p.add_argument("--cache-dir", default=None)
-  p.add_argument("--no-progress", action="store_true")
-  p.add_argument("overrides", nargs="*")
-  args = p.parse_args(argv)
-  base = base_config(args.dataset, args.data_dir, args.overrides)
-  from xplo_jax.data import dataset_name
-  out = Path(args.out) if args.out else REPO / "runs" / f"paper-{dataset_name(base.data)}"
+  args, base, out = parse_figure_args(p, argv)
   run(base, out, steps=args.steps, progress=not args.no_progress, cache_dir=args.cache_dir)
   print(f"wrote {out / 'fig6.png'} and {out / 'fig6.csv'}")
   return 0
