@@ -16,7 +16,7 @@ from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 
-from xplo_jax.config import Config, apply_overrides, config_to_dict  # noqa: E402
+from xplo_jax.config import Config, apply_overrides, config_to_dict, result_fields  # noqa: E402
 from xplo_jax.fileio import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
 
 __all__ = ["time_train_step", "figure_parser", "parse_figure_args", "base_config", "run_point", "run_xplovae_point", "point_dir", "mean_std", "errorbar_rows", "write_csv",
@@ -53,9 +53,10 @@ def base_config(dataset: str, data_dir: Optional[str], overrides: list[str]) -> 
 
 
 def _same_config(workdir: Path, cfg: Config) -> bool:
+  """The run in ``workdir`` was made with ``cfg`` (execution-only settings aside)."""
   conf = workdir / "config.json"
-  want = json.loads(json.dumps(config_to_dict(cfg)))
-  return conf.is_file() and json.loads(conf.read_text()).get("config") == want
+  want = result_fields(json.loads(json.dumps(config_to_dict(cfg))))
+  return conf.is_file() and result_fields(json.loads(conf.read_text()).get("config", {})) == want
 
 
 def run_point(cfg: Config, workdir: Path, data, progress: bool = True) -> dict:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from xplo_jax.errors import ConfigError
 
-__all__ = ["DataConfig", "PreprocessConfig", "ModelConfig", "BaselineConfig", "TrainConfig", "EvalConfig",
+__all__ = ["EXECUTION_ONLY", "result_fields", "DataConfig", "PreprocessConfig", "ModelConfig", "BaselineConfig", "TrainConfig", "EvalConfig",
            "Config", "apply_overrides", "config_to_dict", "config_from_dict", "fingerprint"]
 
 DATASETS = ("synthetic", "ml-100k", "ml-1m", "ml-10m", "ml-latest", "netflix", "alibaba",
@@ -100,7 +100,7 @@ class ModelConfig:
   conv_layers: int = 2                  # M
   input_dropout: float = 0.1
   conv_kernel: str = "auto"             # auto | dense | gather
-  dense_conv_budget_mb: float = 1024.0  # auto picks the dense kernel while its matrices fit
+  dense_conv_budget_mb: float = 0.0     # auto: dense kernel while its matrices fit (0 = 1/4 of device memory, 4 GiB on CPU)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,8 +251,23 @@ def _split_override(text: str) -> tuple[str, str]:
   return key.strip(), value.strip()
 
 
+# Settings that change how a run executes, not what it computes (results are tested to be
+# independent of them): a finished run is reused, and a run resumed, across changes of these.
+EXECUTION_ONLY = ("preprocess.memory_gb", "model.dense_conv_budget_mb", "eval.user_batch", "eval.item_chunk",
+                  "train.log_every")
+
+
 def config_to_dict(config) -> dict:
   return dataclasses.asdict(config)
+
+
+def result_fields(d: dict) -> dict:
+  """A config dict (as written to config.json) without the ``EXECUTION_ONLY`` fields."""
+  out = {s: dict(v) for s, v in d.items()}
+  for key in EXECUTION_ONLY:
+    section, field = key.split(".")
+    out.get(section, {}).pop(field, None)
+  return out
 
 
 def config_from_dict(d: dict) -> Config:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from xplo_jax import sharding as shard_lib
 from xplo_jax.checkpoint import Checkpointer
-from xplo_jax.config import Config, config_to_dict
+from xplo_jax.config import EXECUTION_ONLY, Config, config_to_dict
 from xplo_jax.errors import ConfigError, XploError
 from xplo_jax.evaluate import JaccardOracle, evaluate_ranking
 from xplo_jax.fileio import atomic_write_json, atomic_write_text
@@ -347,8 +347,9 @@ def write_config(workdir: Path, cfg: Config, data: SubgraphData, mesh, resume: b
   new = json.loads(json.dumps(config_to_dict(cfg)))      # tuples as lists, as stored
   if resume and path.is_file():
     old = json.loads(path.read_text()).get("config", {})
+    ignore = set(EXECUTION_ONLY) | {"train.epochs"}      # a resumed run may get a longer budget
     diff = sorted(f"{s}.{k}" for s in new for k in new[s]
-                  if old.get(s, {}).get(k) != new[s][k] and (s, k) != ("train", "epochs"))
+                  if old.get(s, {}).get(k) != new[s][k] and f"{s}.{k}" not in ignore)
     if diff:
       raise ConfigError(f"{path}: --resume with a different config ({', '.join(diff)}); "
                         "resume with the same settings or start a new run")

@@ -110,7 +110,8 @@ def choose_graph_kernel(kernel: str, n_users: int, n_items: int, edge_dropout: f
   if kernel != "auto":
     raise ValueError(f"graph kernel must be auto, dense or sparse, got {kernel!r}")
   need = (3 if edge_dropout > 0 else 1) * n_users * n_items * 4
-  return "dense" if need <= budget_mb * 2 ** 20 else "sparse"
+  budget = budget_mb if budget_mb > 0 else 1024.0      # 0 = the default (dense and BCOO measured alike)
+  return "dense" if need <= budget * 2 ** 20 else "sparse"
 
 
 class Adjacency(nnx.Module):

@@ -39,14 +39,33 @@ class Graph(nnx.Variable):
   """Non-trainable graph arrays (kNN neighbour ids and slot masks)."""
 
 
+def default_dense_budget_mb() -> float:
+  """The auto memory bound of the dense conv kernel: 1/4 of an accelerator's memory, 4 GiB on CPU.
+
+  Measured on a 2-core CPU at |V| = 8,940, B = 512 (``benchmarks/train_bench.py``): the
+  dense kernel's step takes 5.7 s (1.4 GB of temporaries, 79% of the matmul peak),
+  the gather kernel's 16.6 s (0.5 GB, memory-bound) — dense wins while it fits.
+  """
+  try:
+    stats = jax.local_devices()[0].memory_stats() or {}
+  except Exception:  # noqa: BLE001 — backends without memory statistics
+    stats = {}
+  limit = stats.get("bytes_limit")
+  return limit / 4 / 2 ** 20 if limit else 4096.0
+
+
 def choose_conv_kernel(kernel: str, num_items: int, embed_dim: int, conv_layers: int, budget_mb: float) -> str:
-  """'dense' while the D·|V|² Ω matrices (and their gradients) fit ``budget_mb``; else 'gather'."""
+  """'dense' while the D·|V|² Ω matrices (and their gradients) fit ``budget_mb``; else 'gather'.
+
+  ``budget_mb <= 0`` means ``default_dense_budget_mb()``.
+  """
   if kernel in ("dense", "gather"):
     return kernel
   if kernel != "auto":
     raise ValueError(f"conv_kernel must be auto, dense or gather, got {kernel!r}")
+  budget = budget_mb if budget_mb > 0 else default_dense_budget_mb()
   need = 2 * max(1, conv_layers - 1) * embed_dim * num_items ** 2 * 4
-  return "dense" if need <= budget_mb * 2 ** 20 else "gather"
+  return "dense" if need <= budget * 2 ** 20 else "gather"
 
 
 def _softplus_inv(x: np.ndarray) -> np.ndarray:
@@ -69,14 +88,15 @@ class XploVAE(nnx.Module):
     input_dropout: dropout rate on the normalized input rows.
     conv_kernel: 'auto', 'dense' or 'gather' (see ``layers.py``).
     encoder_kernel: 'auto', 'dense' or 'gather' (embedding bag of the first layer).
-    dense_budget_mb: memory bound of the dense conv kernel under 'auto'.
+    dense_budget_mb: memory bound of the dense conv kernel under 'auto' (0: 1/4 of an
+      accelerator's memory, 4 GiB on CPU).
     rngs: ``nnx.Rngs`` with a ``params`` stream.
   """
 
   def __init__(self, num_items: int, knn_ids: np.ndarray, knn_count: np.ndarray, *, orders: int = 2,
                latent_dim: int = 200, embed_dim: int = 3, hidden_dim: int = 600, proximity_layers: int = 2,
                conv_layers: int = 2, input_dropout: float = 0.1, conv_kernel: str = "auto",
-               encoder_kernel: str = "auto", dense_budget_mb: float = 1024.0, rngs: nnx.Rngs):
+               encoder_kernel: str = "auto", dense_budget_mb: float = 0.0, rngs: nnx.Rngs):
     if orders not in (1, 2):
       raise ValueError(f"orders must be 1 or 2 (the shards hold first- and second-order rows), got {orders}")
     if proximity_layers < 1 or conv_layers < 1:
