@@ -115,6 +115,7 @@ def main(argv=None) -> int:
   p.add_argument("--cache-dir", default=None)
   p.add_argument("--quick", action="store_true", help="first and last grid values only (smoke tests)")
   p.add_argument("--steps", type=int, default=20, help="timed steps per efficiency point")
+  p.add_argument("--publish", default=None, help="also copy the figures and their CSVs here (e.g. docs/figures)")
   p.add_argument("--no-progress", action="store_true")
   p.add_argument("overrides", nargs="*")
   args = p.parse_args(argv)
@@ -152,8 +153,21 @@ def main(argv=None) -> int:
     notes.update(run_tsne(base, out, progress, args.cache_dir))
   command = "python experiments/paper.py " + " ".join(sys.argv[1:] if argv is None else argv)
   atomic_write_text(out / "REPORT.md", report(out, name, command, notes))
+  if args.publish:
+    publish(out, Path(args.publish))
   print(f"wrote {out / 'REPORT.md'} in {time.perf_counter() - t0:.0f} s")
   return 0
+
+
+def publish(out: Path, dest: Path) -> None:
+  """Copies the figures, the CSVs behind them and the comparison tables to ``dest``."""
+  from xplo_jax.fileio import atomic_write_bytes
+  names = [f"fig{i}.{ext}" for i in (3, 4, 5, 6) for ext in ("png", "csv")] + ["fig3.json"]
+  files = [(out / n, dest / n) for n in names] + [(out / "compare" / "tables.md", dest / "tables.md"),
+                                                  (out / "compare" / "results.csv", dest / "results.csv")]
+  for src, dst in files:
+    if src.is_file():
+      atomic_write_bytes(dst, src.read_bytes())
 
 
 def run_tsne(base, out: Path, progress: bool, cache_dir) -> dict:
