@@ -194,3 +194,24 @@ def test_two_processes_on_localhost_equal_one_process(tiny_data, tmp_path):
     for k, v in single.test.items():
       assert g["test"][k] == pytest.approx(v, abs=1e-5), k
   assert (tmp_path / "mh" / "final.json").is_file()          # written once, by process 0
+
+
+def test_train_step_makes_no_hidden_transfers(tiny_data):
+  """Once inputs are on the device, a step moves nothing between host and device implicitly."""
+  import jax
+  from xplo_jax import sharding as S
+  from xplo_jax.train import create_state, train_step
+  cfg = small_cfg()
+  recipe = recipes.get_recipe("xplovae")
+  mesh = S.make_mesh()
+  _, gd, params, rest, opt = create_state(cfg, tiny_data, recipe, mesh)
+  arrays = tiny_data.all_users()
+  batch = {k: arrays[k][:64] for k in recipe.batch_fields()}
+  batch["valid"] = np.ones(64, bool)
+  batch = S.put_batch(batch, mesh)
+  step, key = jax.device_put(jnp.int32(0)), jax.device_put(jax.random.PRNGKey(0))
+  st = recipe.static(cfg)
+  params, opt, m = train_step(recipe, gd, st, params, rest, opt, batch, step, key)      # compiles
+  with jax.transfer_guard("disallow"):
+    params, opt, m = train_step(recipe, gd, st, params, rest, opt, batch, step, key)
+  assert np.isfinite(float(m["loss"]))
