@@ -42,8 +42,12 @@ def run(base, out: Path, *, seeds: int = 1, params=tuple(GRIDS), progress: bool 
     key, values, _ = GRIDS[name]
     for value in (values[0], values[-1]) if quick else values:
       for seed in range(seeds):
-        res = run_xplovae_point(base, [f"{key}={value}"], point_dir(out, "fig4", f"{name}={value}", seed), seed,
-                                progress=progress, cache_dir=cache_dir)
+        section, field = key.split(".")
+        default = getattr(getattr(base, section), field) == value
+        # The default point is the comparison's XploVAE run (same config): reuse it, don't retrain.
+        workdir = out / "compare" / "xplovae" / f"seed{seed}" if default else point_dir(out, "fig4", f"{name}={value}",
+                                                                                          seed)
+        res = run_xplovae_point(base, [f"{key}={value}"], workdir, seed, progress=progress, cache_dir=cache_dir)
         rows.append({"param": name, "value": value, "effective": res["effective"].get(name, value), "seed": seed,
                      "recall@20": res["test"]["recall@20"], "ndcg@20": res["test"]["ndcg@20"],
                      "epochs": res["epochs"], "wall_s": res["wall_s"]})
