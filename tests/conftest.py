@@ -43,3 +43,16 @@ def taobao_csv(shared_data) -> Path:
   if not p.is_file():
     pytest.skip(f"Taobao sample not found at {p}")
   return p
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+  """The shards of the tiny synthetic set (``tiny.SMALL``), built once per session.
+
+  Modules whose tests need other preprocessing define their own ``tiny_data``.
+  """
+  from tiny import small_cfg
+  from xplo_jax.data import load_split
+  from xplo_jax.preprocess import preprocess
+  cfg = small_cfg()
+  return preprocess(load_split(cfg.data), cfg.preprocess, tmp_path_factory.mktemp("tiny-shards"), progress=False)

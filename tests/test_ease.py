@@ -9,24 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xplo_jax.config import Config, apply_overrides
-from xplo_jax.data import load_split
 from xplo_jax.data.types import Pairs
 from xplo_jax.models import ease
-from xplo_jax.preprocess import preprocess
 from xplo_jax.train import train_and_evaluate
 
-SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "eval.user_batch=128"]
+from tiny import small_cfg
 
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-  cfg = apply_overrides(Config(), SMALL)
-  return preprocess(load_split(cfg.data), cfg.preprocess, tmp_path_factory.mktemp("shards"), progress=False)
-
-
-def small_cfg(*extra) -> Config:
-  return apply_overrides(Config(), SMALL + list(extra))
 
 
 def constrained_ls(x: np.ndarray, lam: float, columns=None) -> np.ndarray:

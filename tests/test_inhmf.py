@@ -7,24 +7,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from xplo_jax.config import Config, apply_overrides
-from xplo_jax.data import load_split
 from xplo_jax.evaluate import rank_topk
 from xplo_jax.models import inhmf
-from xplo_jax.preprocess import preprocess
 from xplo_jax.train import train_and_evaluate
 
-SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "eval.user_batch=128"]
+from tiny import small_cfg
 
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-  cfg = apply_overrides(Config(), SMALL)
-  return preprocess(load_split(cfg.data), cfg.preprocess, tmp_path_factory.mktemp("shards"), progress=False)
-
-
-def small_cfg(*extra) -> Config:
-  return apply_overrides(Config(), SMALL + list(extra))
 
 
 def random_train(nu=9, ni=7, p=0.35, seed=0) -> np.ndarray:

@@ -9,11 +9,11 @@ import pytest
 from flax import nnx
 
 from xplo_jax.config import Config, apply_overrides
-from xplo_jax.data import load_split
 from xplo_jax.models.multvae import RECIPE, MultVAE, draw_noise
-from xplo_jax.preprocess import preprocess
 from xplo_jax.recipes import get_recipe
 from xplo_jax.train import train_and_evaluate
+
+from tiny import small_cfg
 
 V, H, P = 30, 7, 4
 
@@ -22,17 +22,6 @@ terms = nnx.jit(MultVAE.terms)
 recipe_loss = nnx.jit(RECIPE.loss, static_argnums=4)
 LENS = np.array([3, 0, 8, 5], np.int32)
 
-SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "eval.user_batch=128"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-  cfg = apply_overrides(Config(), SMALL)
-  return preprocess(load_split(cfg.data), cfg.preprocess, tmp_path_factory.mktemp("shards"), progress=False)
-
-
-def small_cfg(*extra) -> Config:
-  return apply_overrides(Config(), SMALL + list(extra))
 
 
 def lists(seed=0, w=8):

@@ -12,13 +12,13 @@ from flax import nnx
 from scipy import stats
 
 from xplo_jax.checkpoint import Checkpointer
-from xplo_jax.config import Config, apply_overrides
-from xplo_jax.data import load_split
+from xplo_jax.config import apply_overrides
 from xplo_jax.models.ncf import NCF, RECIPES, bce_loss, pretrain_config, sample_negatives
-from xplo_jax.preprocess import preprocess
 from xplo_jax.recipes import get_recipe
 from xplo_jax.sharding import make_mesh
 from xplo_jax.train import create_state, train_and_evaluate
+
+from tiny import small_cfg
 
 U, V = 5, 12
 
@@ -26,19 +26,8 @@ U, V = 5, 12
 draw_negatives = jax.jit(sample_negatives, static_argnums=(3, 4))
 bce = nnx.jit(bce_loss)
 
-SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "eval.user_batch=128"]
 # The budget that makes NeuMF beat popularity reliably on tiny (300 users): 20 epochs of 10 steps.
 FAST = ["train.batch_size=32", "train.learning_rate=0.01", "train.eval_every=5", "train.patience=1000"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-  cfg = apply_overrides(Config(), SMALL)
-  return preprocess(load_split(cfg.data), cfg.preprocess, tmp_path_factory.mktemp("shards"), progress=False)
-
-
-def small_cfg(*extra) -> Config:
-  return apply_overrides(Config(), SMALL + list(extra))
 
 
 def model(kind, layers=(8, 4, 2), seed=0):

@@ -12,24 +12,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from xplo_jax.config import Config, apply_overrides
-from xplo_jax.data import load_split
 from xplo_jax.data.types import Pairs
 from xplo_jax.models import tjp
-from xplo_jax.preprocess import preprocess
 from xplo_jax.train import train_and_evaluate
 
-SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "eval.user_batch=128"]
+from tiny import small_cfg
 
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-  cfg = apply_overrides(Config(), SMALL)
-  return preprocess(load_split(cfg.data), cfg.preprocess, tmp_path_factory.mktemp("shards"), progress=False)
-
-
-def small_cfg(*extra) -> Config:
-  return apply_overrides(Config(), SMALL + list(extra))
 
 
 # Classes a, b, c, d = 0..3; items 0..14.
