@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import os
 import subprocess
 import sys
@@ -59,8 +60,12 @@ def test_resume_equals_uninterrupted(tiny_data, tmp_path):
   full = train_and_evaluate(cfg, tmp_path / "full", tiny_data, progress=False)
   part = train_and_evaluate(cfg, tmp_path / "part", tiny_data, progress=False, stop_after_epochs=2)
   assert part.test == {} and part.epochs == 2
+  t0 = time.perf_counter()
   resumed = train_and_evaluate(cfg, tmp_path / "part", tiny_data, progress=False, resume=True)
+  own_s = time.perf_counter() - t0
   assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+  # The reported wall time adds the first call's time up to its checkpoint to the resumed call's.
+  assert resumed.wall_s > own_s
   assert resumed.test == full.test and resumed.best_epoch == full.best_epoch
   lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(l)["epoch"] for l in lines] == [0, 1, 2, 3]

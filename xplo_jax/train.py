@@ -237,6 +237,11 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
     log.info("resumed from %s epoch %d (step %d)", ckpt.directory, meta["epoch"], meta["step"])
   elif resume:
     log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt.directory)
+  # Wall time counts the work kept: what earlier calls spent up to their last checkpoint, plus this call.
+  t_base = meta.get("elapsed_s", 0.0)
+
+  def elapsed() -> float:
+    return t_base + time.perf_counter() - t_run
 
   steps_per_epoch = -(-data.n_users // B)
   eval_every = eval_interval(cfg, steps_per_epoch)
@@ -293,13 +298,14 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
     meta["epoch"], meta["step"] = epoch, step
     meta["history"] = meta["history"] + [record]
     if "valid" in record:                 # checkpoints at evaluated epochs: they carry the metric
+      meta["elapsed_s"] = elapsed()
       ckpt.save(epoch, params, opt_state, meta, is_best=is_best)
     write_history(workdir, meta["history"])
     epochs_this_call += 1
     if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
       ckpt.close()
       return RunResult(test={}, valid={}, best_epoch=meta["best_epoch"], epochs=epoch + 1,
-                       history=meta["history"], workdir=workdir, wall_s=time.perf_counter() - t_run)
+                       history=meta["history"], workdir=workdir, wall_s=elapsed())
   ckpt.wait()
   best = meta["best_epoch"]
   if best < 0:
@@ -311,8 +317,7 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
   ckpt.close()
   best_valid = next(r["valid"] for r in meta["history"] if r["epoch"] == best)
   result = RunResult(test=test, valid=best_valid, best_epoch=best, epochs=meta["epoch"] + 1,
-                     history=meta["history"], workdir=workdir, wall_s=time.perf_counter() - t_run,
-                     stopped_early=stopped_early)
+                     history=meta["history"], workdir=workdir, wall_s=elapsed(), stopped_early=stopped_early)
   write_final(workdir, cfg, result, extra={"test_eval_s": test_s, "steps_per_epoch": steps_per_epoch,
                                             "train_step_traces": trace_count()})
   return result
