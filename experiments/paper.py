@@ -191,8 +191,20 @@ def run_tsne(base, out: Path, progress: bool, cache_dir) -> dict:
   except ImportError as e:
     return {"fig3": f"skipped: {e} (pip install 'xplo_jax[experiments]')."}
   from xplo_jax.fileio import atomic_write_json
-  atomic_write_json(out / "fig3.json", {**result, "runs_mtime": _mtime(runs)})   # tsne.py's summary + a stamp
+  atomic_write_json(out / "fig3.json", {**_relative(result, out), "runs_mtime": _mtime(runs)})  # + a stamp
   return {}
+
+
+def _relative(summary: dict, root: Path) -> dict:
+  """tsne.py's summary with its paths relative to ``root``, so a published copy names no local folder."""
+  def rel(path: str) -> str:
+    try:
+      return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+      return path
+  out = {**summary, "figure": rel(summary["figure"]), "csv": rel(summary["csv"])}
+  out["panels"] = {k: {**v, "run": rel(v["run"])} for k, v in summary.get("panels", {}).items()}
+  return out
 
 
 def _mtime(runs: dict) -> dict:

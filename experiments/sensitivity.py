@@ -61,7 +61,7 @@ def plot(rows: list[dict], path: Path, dataset: str = "") -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   names = [n for n in GRIDS if any(r["param"] == n for r in rows)]
-  fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+  fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False, layout="constrained")
   for ax, name in zip(axes[0], names):
     pts = errorbar_rows([r for r in rows if r["param"] == name], "value", "recall@20")
     xs = [p["value"] for p in pts]

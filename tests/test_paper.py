@@ -74,3 +74,15 @@ def test_subsample_train_keeps_fraction_per_user():
   keys = set(zip(sub.train.user.tolist(), sub.train.item.tolist()))
   assert keys <= set(zip(split.train.user.tolist(), split.train.item.tolist()))
   assert sub.test is split.test and sub.valid is split.valid
+
+
+def test_tsne_summary_names_no_local_folder(tmp_path):
+  paper = load("paper")
+  out = tmp_path / "paper"
+  summary = {"figure": str(out / "fig3.png"), "csv": str(out / "fig3.csv"), "seed": 0,
+             "panels": {"XploVAE": {"run": str(out / "compare" / "xplovae" / "seed0"), "points": 3},
+                        "elsewhere": {"run": "/data/runs/x", "points": 2}}}
+  rel = paper._relative(summary, out)
+  assert rel["figure"] == "fig3.png" and rel["csv"] == "fig3.csv" and rel["seed"] == 0
+  assert rel["panels"]["XploVAE"] == {"run": "compare/xplovae/seed0", "points": 3}
+  assert rel["panels"]["elsewhere"]["run"] == "/data/runs/x"       # outside the folder: left as it was
