@@ -40,12 +40,18 @@ def _fmt(m: float, s: float, n: int) -> str:
   return f"{m:.4f}" if n == 1 else f"{m:.4f} ± {s:.4f}"
 
 
-def report(out: Path, dataset: str, command: str, notes: dict) -> str:
-  """REPORT.md from what is on disk (tables.md and the figures' CSVs)."""
-  import jax
-  lines = [f"# The paper's experiments on {dataset}", "",
-           f"Produced by `{command}` on {jax.default_backend()} ({jax.device_count()} device(s)). Every number "
-           "below is read from the CSV next to its figure.", ""]
+def report(out: Path, dataset: str, commands: dict, notes: dict) -> str:
+  """REPORT.md from what is on disk (tables.md and the figures' CSVs).
+
+  ``commands`` maps each part to the command line (and backend) that last produced it.
+  """
+  lines = [f"# The paper's experiments on {dataset}", "", "Produced by:", ""]
+  by_command: dict = {}
+  for part in PARTS:
+    if part in commands:
+      by_command.setdefault((commands[part]["command"], commands[part]["on"]), []).append(part)
+  lines += [f"* {', '.join(ps)}: `{cmd}` on {on}" for (cmd, on), ps in by_command.items()]
+  lines += ["", "Every number below is read from the CSV next to its figure.", ""]
   tables = out / "compare" / "tables.md"
   if tables.is_file():
     body = tables.read_text().split("\n", 1)[1]
@@ -151,12 +157,24 @@ def main(argv=None) -> int:
     efficiency.run(base, out, steps=args.steps, progress=progress, cache_dir=args.cache_dir, **kw)
   if "fig3" in parts:
     notes.update(run_tsne(base, out, progress, args.cache_dir))
+  import jax
   command = "python experiments/paper.py " + " ".join(sys.argv[1:] if argv is None else argv)
-  atomic_write_text(out / "REPORT.md", report(out, name, command, notes))
+  commands = record_commands(out, parts, command, f"{jax.default_backend()} ({jax.device_count()} device(s))")
+  atomic_write_text(out / "REPORT.md", report(out, name, commands, notes))
   if args.publish:
     publish(out, Path(args.publish))
   print(f"wrote {out / 'REPORT.md'} in {time.perf_counter() - t0:.0f} s")
   return 0
+
+
+def record_commands(out: Path, parts: list, command: str, where: str) -> dict:
+  """Updates ``<out>/commands.json`` (part → the command that last ran it) and returns it."""
+  from xplo_jax.fileio import atomic_write_json
+  path = out / "commands.json"
+  commands = json.loads(path.read_text()) if path.is_file() else {}
+  commands.update({part: {"command": command, "on": where} for part in parts})
+  atomic_write_json(path, commands)
+  return commands
 
 
 def publish(out: Path, dest: Path) -> None:

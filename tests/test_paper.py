@@ -86,3 +86,14 @@ def test_tsne_summary_names_no_local_folder(tmp_path):
   assert rel["figure"] == "fig3.png" and rel["csv"] == "fig3.csv" and rel["seed"] == 0
   assert rel["panels"]["XploVAE"] == {"run": "compare/xplovae/seed0", "points": 3}
   assert rel["panels"]["elsewhere"]["run"] == "/data/runs/x"       # outside the folder: left as it was
+
+
+def test_report_names_the_command_behind_each_part(tmp_path):
+  paper = load("paper")
+  out = tmp_path / "paper"
+  out.mkdir()
+  paper.record_commands(out, ["tables", "fig5", "fig4"], "python experiments/paper.py --seeds 1", "cpu (1 device(s))")
+  commands = paper.record_commands(out, ["fig5"], "python experiments/paper.py --seeds 3 --only fig5", "gpu (1 device(s))")
+  report = paper.report(out, "tiny", commands, {})
+  assert "* tables, fig4: `python experiments/paper.py --seeds 1` on cpu (1 device(s))" in report
+  assert "* fig5: `python experiments/paper.py --seeds 3 --only fig5` on gpu (1 device(s))" in report
