@@ -11,12 +11,12 @@ import pytest
 from flax import nnx
 
 from xplo_jax.config import Config, apply_overrides
-from xplo_jax.data import load_split
 from xplo_jax.data.types import Pairs
 from xplo_jax.models import graph_utils as gu
 from xplo_jax.models.ngcf import NGCF, RECIPE
-from xplo_jax.preprocess import preprocess
 from xplo_jax.train import train_and_evaluate
+
+from tiny import small_cfg
 
 N_USERS, N_ITEMS = 6, 8
 
@@ -222,22 +222,15 @@ def test_training_loss_is_finite_random_and_has_gradients_everywhere():
 
 # ----------------------------------------------------------------------------- learning
 
-SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "train.batch_size=64", "eval.user_batch=128"]
+GRAPH = ["train.batch_size=64"]      # on the tiny set of tests/tiny.py
 # 12 epochs × 5 steps, lr 0.01, default dropouts and λ, evaluation every 4 epochs (auto): ~2.6× popularity.
 BUDGET = ["train.epochs=12", "train.learning_rate=0.01", "train.patience=1000"]
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-  cfg = apply_overrides(Config(), SMALL)
-  return preprocess(load_split(cfg.data), cfg.preprocess, tmp_path_factory.mktemp("shards"), progress=False)
-
-
 def test_ngcf_beats_popularity_on_planted_data(tiny_data, tmp_path):
-  cfg = apply_overrides(Config(), SMALL + BUDGET + ["model.name=ngcf"])
+  cfg = small_cfg(*GRAPH, *BUDGET, "model.name=ngcf")
   res = train_and_evaluate(cfg, tmp_path / "n", tiny_data, progress=False)
-  pop = train_and_evaluate(apply_overrides(Config(), SMALL + ["model.name=popularity"]), tmp_path / "p", tiny_data,
-                           progress=False)
+  pop = train_and_evaluate(small_cfg("model.name=popularity"), tmp_path / "p", tiny_data, progress=False)
   assert res.test["ndcg@20"] > 2.0 * pop.test["ndcg@20"], (res.test["ndcg@20"], pop.test["ndcg@20"])
   assert res.test["recall@20"] > 1.8 * pop.test["recall@20"], (res.test["recall@20"], pop.test["recall@20"])
   assert res.history[-1]["loss"] < res.history[0]["loss"]
