@@ -17,26 +17,13 @@ import numpy as np
 import pytest
 
 from xplo_jax import sharding as shard_lib
-from xplo_jax.config import Config, apply_overrides
-from xplo_jax.data import load_split
+from xplo_jax.config import apply_overrides
 from xplo_jax.errors import ConfigError
-from xplo_jax.preprocess import preprocess
 from xplo_jax.recipes import get_recipe
 from xplo_jax.replicas import grid_hparams, init_replicas, replica_configs, replica_step, train_replicas, unstack
 from xplo_jax.train import pad_batches, create_state, epoch_order, trace_count, train_and_evaluate, train_step
 
-SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "model.latent_dim=16", "model.hidden_dim=32",
-         "train.batch_size=64", "eval.user_batch=128", "train.epochs=3", "train.eval_every=1"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-  cfg = apply_overrides(Config(), SMALL)
-  return preprocess(load_split(cfg.data), cfg.preprocess, tmp_path_factory.mktemp("shards"), progress=False)
-
-
-def small_cfg(*extra) -> Config:
-  return apply_overrides(Config(), SMALL + list(extra))
+from tiny import small_xplovae_cfg as small_cfg
 
 
 def _leaves(tree):

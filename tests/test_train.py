@@ -16,25 +16,11 @@ import numpy as np
 import pytest
 
 from xplo_jax import recipes
-from xplo_jax.config import Config, apply_overrides
-from xplo_jax.data import load_split
-from xplo_jax.preprocess import preprocess
 from xplo_jax.train import TrainingDiverged, trace_count, train_and_evaluate
 
+from tiny import SMALL_XPLOVAE as SMALL, small_xplovae_cfg as small_cfg
+
 REPO = Path(__file__).resolve().parents[1]
-
-SMALL = ["data.synthetic_preset=tiny", "preprocess.knn=20", "model.latent_dim=16", "model.hidden_dim=32",
-         "train.batch_size=64", "eval.user_batch=128", "train.epochs=3", "train.eval_every=1"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-  cfg = apply_overrides(Config(), SMALL)
-  return preprocess(load_split(cfg.data), cfg.preprocess, tmp_path_factory.mktemp("shards"), progress=False)
-
-
-def small_cfg(*extra) -> Config:
-  return apply_overrides(Config(), SMALL + list(extra))
 
 
 def test_no_recompiles_after_the_first_step(tiny_data, tmp_path):
