@@ -335,11 +335,8 @@ def train_replicas(cfg: Config, workdir, data: SubgraphData, seeds: Sequence[int
   dirs = [workdir / n for n in names]
   n_rep = len(cfgs)
   mesh = mesh or shard_lib.make_mesh()
-  n_dev = mesh.devices.size
   B = cfg.train.batch_size
-  if B % n_dev:
-    raise ConfigError(f"train.batch_size {B} must be a multiple of the {n_dev} devices of the mesh")
-  eval_batch = -(-cfg.eval.user_batch // n_dev) * n_dev
+  eval_batch, sync_every = train_lib.mesh_batching(cfg, mesh)
   static, hparams = grid_hparams([recipe.static(c) for c in cfgs])
   for d, c in zip(dirs, cfgs):
     d.mkdir(parents=True, exist_ok=True)
@@ -375,7 +372,6 @@ def train_replicas(cfg: Config, workdir, data: SubgraphData, seeds: Sequence[int
   steps_per_epoch = -(-data.n_users // B)
   # The cadence of train_and_evaluate (same expression): ~20 steps between evaluations by default.
   eval_every = train_lib.eval_interval(cfg, steps_per_epoch)
-  sync_every = 8 if (n_dev > 1 and jax.devices()[0].platform == "cpu") else cfg.train.log_every
   select = cfg.eval.select_metric
   step = 0
   outer = tqdm(range(cfg.train.epochs), desc=f"epochs ×{n_rep}", unit="ep", disable=not progress,

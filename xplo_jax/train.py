@@ -165,6 +165,22 @@ def _scalars(d: dict) -> dict:
   return {k: float(v) for k, v in d.items()}
 
 
+def mesh_batching(cfg: Config, mesh) -> tuple[int, int]:
+  """(evaluation user batch, steps between loss syncs) on ``mesh``.
+
+  The train batch must split evenly over the mesh's devices; the evaluation batch is
+  rounded up to a multiple of them. On a multi-device CPU mesh the loss is read back
+  every 8 steps: dispatching dozens of unsynced collective steps on virtual CPU devices
+  aborts the process (NOTES-JAX.md).
+  """
+  n_dev, B = mesh.devices.size, cfg.train.batch_size
+  if B % n_dev:
+    raise ConfigError(f"train.batch_size {B} must be a multiple of the {n_dev} devices of the mesh")
+  eval_batch = -(-cfg.eval.user_batch // n_dev) * n_dev
+  sync_every = 8 if (n_dev > 1 and jax.devices()[0].platform == "cpu") else cfg.train.log_every
+  return eval_batch, sync_every
+
+
 def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool = False,
                        progress: bool = True, mesh=None, stop_after_epochs: Optional[int] = None) -> RunResult:
   """Trains ``cfg.model.name`` on ``data`` and scores the best checkpoint on the test set.
@@ -188,11 +204,8 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
   workdir.mkdir(parents=True, exist_ok=True)
   recipe = get_recipe(cfg.model.name)
   mesh = mesh or shard_lib.make_mesh()
-  n_dev = mesh.devices.size
   B = cfg.train.batch_size
-  if B % n_dev:
-    raise ConfigError(f"train.batch_size {B} must be a multiple of the {n_dev} devices of the mesh")
-  eval_batch = -(-cfg.eval.user_batch // n_dev) * n_dev
+  eval_batch, sync_every = mesh_batching(cfg, mesh)
   write_config(workdir, cfg, data, mesh, resume)
 
   arrays = data.all_users()
@@ -245,7 +258,6 @@ def train_and_evaluate(cfg: Config, workdir, data: SubgraphData, *, resume: bool
 
   steps_per_epoch = -(-data.n_users // B)
   eval_every = eval_interval(cfg, steps_per_epoch)
-  sync_every = 8 if (n_dev > 1 and jax.devices()[0].platform == "cpu") else cfg.train.log_every
   select = cfg.eval.select_metric
   stopped_early = False
   epochs_this_call = 0
